@@ -1,0 +1,44 @@
+"""pix2pix-ms entry point: `python launch.py [group=option ...] [key=value ...]`.
+
+Thin on purpose: the command line is checked, Hydra composes the config, and
+pix2pix.tasks runs it (importable code, so Hydra launchers can pickle it).
+"""
+
+import sys
+
+from pix2pix.runtime import prepare_environment
+
+prepare_environment()  # before MindSpore is imported anywhere
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from pix2pix.config import check_overrides, register_resolvers  # noqa: E402
+from pix2pix.errors import Pix2PixError  # noqa: E402
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from pix2pix.tasks import run_task
+
+    return run_task(cfg)
+
+
+def cli_overrides(argv: list[str]) -> list[str] | None:
+    """The key=value overrides of a plain run; None for multirun or Hydra's own flags."""
+    if any(arg.startswith("-") for arg in argv):
+        return None
+    return argv
+
+
+if __name__ == "__main__":
+    overrides = cli_overrides(sys.argv[1:])
+    if overrides is not None:
+        try:
+            check_overrides(overrides)
+        except Pix2PixError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+    main()

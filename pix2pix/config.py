@@ -1,0 +1,86 @@
+"""Config helpers: OmegaConf resolvers, command-line checks and cross-key validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from pix2pix.errors import Pix2PixError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def register_resolvers() -> None:
+    """`${add:a,b}` sums numbers (D's input channels, epoch_num)."""
+    if not OmegaConf.has_resolver("add"):
+        OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
+
+
+def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Compose the config once with the command-line overrides, turning Hydra's
+    multi-line composition errors into one Pix2PixError that names the key and the fix.
+    Sweeps (`-m a=1,2`) are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key.startswith("hydra"):
+            continue
+        group = key.replace(".", "/")
+        if (conf_dir / group).is_dir() and value not in ("null", ""):
+            options = group_options(group, conf_dir)
+            if value not in options and "," not in value:
+                raise Pix2PixError(f"{key}={value}: no such option; choose one of {', '.join(options)}")
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+            for group in ("dataset", "model", "optimizer", "schedule", "device", "parallel"):
+                OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0]
+        if "not in struct" in str(err) or "Could not override" in str(err):
+            key = next((o.partition("=")[0] for o in overrides if o.partition("=")[0] in first), None)
+            hint = f"'{key}' is not a config key" if key else first
+            raise Pix2PixError(
+                f"{hint}; check its spelling (python launch.py --cfg job lists every key), "
+                "or prefix it with + to add a new key"
+            ) from None
+        raise Pix2PixError(f"bad command line: {first}") from None
+    validate(cfg)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that span several keys, made before anything heavy starts."""
+    data, gen = cfg.dataset, cfg.model.generator
+    if data.crop_size > data.load_size:
+        raise Pix2PixError(
+            f"dataset.crop_size={data.crop_size} is larger than dataset.load_size={data.load_size}; "
+            "set dataset.crop_size <= dataset.load_size"
+        )
+    if "num_downs" in gen:
+        side = 2 ** gen.num_downs
+        if data.crop_size % side:
+            raise Pix2PixError(
+                f"model.generator.num_downs={gen.num_downs} halves the image {gen.num_downs} times, so "
+                f"dataset.crop_size must be a multiple of {side} (it is {data.crop_size}); use "
+                f"dataset.crop_size={max(side, data.crop_size // side * side)} or a U-Net of another depth "
+                "(model/generator=unet_128 for 128)"
+            )
+    elif data.crop_size % 4:
+        raise Pix2PixError(f"dataset.crop_size={data.crop_size}: the ResNet generator needs a multiple of 4")
+    disc = cfg.model.discriminator
+    if "n_layers" in disc:
+        smallest = 3 * 2**disc.n_layers  # n stride-2 convs, then two stride-1 convs
+        if data.crop_size < smallest:
+            raise Pix2PixError(
+                f"model.discriminator.n_layers={disc.n_layers} needs dataset.crop_size >= {smallest} "
+                f"(it is {data.crop_size}); lower n_layers or raise crop_size"
+            )

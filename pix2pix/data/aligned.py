@@ -1,0 +1,225 @@
+"""Aligned A|B image pairs: discovery, validation, joint jitter and the MindSpore pipeline.
+
+Every file holds A on its left half and B on its right half (the pix2pix format).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import mindspore.dataset as msds
+import numpy as np
+from PIL import Image
+
+from pix2pix.errors import Pix2PixError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DIRECTIONS = ("AtoB", "BtoA")
+
+
+def natural_key(path: Path) -> list:
+    """Sort 2.jpg before 10.jpg."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def find_images(folder: Path, what: str) -> list[Path]:
+    """The image files of one split, or a Pix2PixError that says where it looked."""
+    if not folder.is_dir():
+        raise Pix2PixError(
+            f"{what}: no folder {folder}; put aligned A|B images there or set dataset.root=/path/to/data"
+        )
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+    if not files:
+        raise Pix2PixError(
+            f"{what}: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}; "
+            "put aligned A|B images there or set dataset.root=/path/to/data"
+        )
+    return files
+
+
+def open_pair(path: Path, warn: bool = False) -> Image.Image:
+    """Decode one aligned file fully, as RGB; a Pix2PixError names a bad file.
+    `warn`: log a grayscale or RGBA file being converted (done once, by `prepare`)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode, size = img.mode, img.size
+            rgb = img.convert("RGB") if mode != "RGB" else img.copy()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise Pix2PixError(f"{path}: corrupt or truncated image ({err}); replace or delete the file") from None
+    width, height = size
+    if width != 2 * height:
+        raise Pix2PixError(
+            f"{path}: {width}x{height} is not an aligned A|B pair (width must be twice the height, "
+            "A on the left, B on the right); combine A and B side by side or remove the file"
+        )
+    if warn and mode != "RGB":
+        log.warning("%s: %s image converted to RGB", path, mode)
+    return rgb
+
+
+def split_pair(img: Image.Image, direction: str) -> tuple[Image.Image, Image.Image]:
+    """(input, target) halves: AtoB feeds the left half to G, BtoA the right half."""
+    w, h = img.size
+    left, right = img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
+    return (left, right) if direction == "AtoB" else (right, left)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """One random resize-crop-flip, applied identically to A and B."""
+
+    x: int
+    y: int
+    flip: bool
+
+    @staticmethod
+    def draw(rng: np.random.Generator, load_size: int, crop_size: int, flip: bool) -> Jitter:
+        span = load_size - crop_size
+        return Jitter(int(rng.integers(0, span + 1)), int(rng.integers(0, span + 1)), flip and bool(rng.random() < 0.5))
+
+
+def to_array(img: Image.Image) -> np.ndarray:
+    """HWC uint8 -> CHW float32 in [-1, 1]."""
+    return (np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 127.5) - 1.0
+
+
+def transform(img: Image.Image, load_size: int, crop_size: int, jitter: Jitter | None) -> np.ndarray:
+    """Train: bicubic resize to load_size, crop at the jitter, maybe flip. Eval (jitter None): resize to crop_size."""
+    if jitter is None:
+        return to_array(img.resize((crop_size, crop_size), Image.BICUBIC))
+    img = img.resize((load_size, load_size), Image.BICUBIC)
+    img = img.crop((jitter.x, jitter.y, jitter.x + crop_size, jitter.y + crop_size))
+    if jitter.flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return to_array(img)
+
+
+class AlignedPairSource:
+    """Random-access source of (A, B) float arrays for `mindspore.dataset.GeneratorDataset`."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        direction: str,
+        load_size: int,
+        crop_size: int,
+        flip: bool,
+        train: bool,
+        seed: int,
+    ):
+        self.files = files
+        self.direction = direction
+        self.load_size = load_size
+        self.crop_size = crop_size
+        self.flip = flip
+        self.train = train
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = split_pair(open_pair(self.files[index]), self.direction)
+        jitter = Jitter.draw(self.rng, self.load_size, self.crop_size, self.flip) if self.train else None
+        return (
+            transform(a, self.load_size, self.crop_size, jitter),
+            transform(b, self.load_size, self.crop_size, jitter),
+        )
+
+
+class AlignedData:
+    """A dataset of aligned A|B files in `root/<train_split>` and `root/<val_split>`.
+
+    Built from the `dataset` config group; checks its settings and every file up front,
+    so a bad image stops the run before training starts, with its name.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        direction: str = "AtoB",
+        load_size: int = 286,
+        crop_size: int = 256,
+        batch_size: int = 1,
+        flip: bool = True,
+        train_split: str = "train",
+        val_split: str = "val",
+        train_data_dir: str | None = None,
+        val_data_dir: str | None = None,
+        dataset_size: int | None = None,
+        num_val_samples: int = 4,
+        seed: int = 0,
+    ):
+        if direction not in DIRECTIONS:
+            raise Pix2PixError(f"dataset.direction={direction!r}: use AtoB or BtoA")
+        if crop_size > load_size:
+            raise Pix2PixError(
+                f"dataset.crop_size={crop_size} is larger than dataset.load_size={load_size}; "
+                "set dataset.crop_size <= dataset.load_size"
+            )
+        if batch_size < 1:
+            raise Pix2PixError(f"dataset.batch_size={batch_size}: use 1 or more")
+        self.name = name
+        self.root = Path(root).expanduser().absolute()
+        self.direction = direction
+        self.load_size = load_size
+        self.crop_size = crop_size
+        self.batch_size = batch_size
+        self.flip = flip
+        self.train_dir = Path(train_data_dir or self.root / train_split).expanduser().absolute()
+        self.val_dir = Path(val_data_dir or self.root / val_split).expanduser().absolute()
+        self.dataset_size = dataset_size
+        self.num_val_samples = num_val_samples
+        self.seed = seed
+        self._files: dict[str, list[Path]] = {}
+
+    def prepare(self) -> None:
+        """Find and fully decode every file once: errors name the file before training starts."""
+        for split, folder in (("train", self.train_dir), ("val", self.val_dir)):
+            files = find_images(folder, f"dataset={self.name} {split} split")
+            for path in files:
+                open_pair(path, warn=True)
+            self._files[split] = files
+        n_train = len(self._files["train"])
+        if n_train < self.batch_size:
+            raise Pix2PixError(
+                f"{self.train_dir}: {n_train} images is fewer than dataset.batch_size={self.batch_size}; "
+                "lower dataset.batch_size"
+            )
+        if self.dataset_size and self.dataset_size != n_train:
+            log.warning(
+                "dataset.dataset_size=%d but %s holds %d images: steps per epoch come from the data",
+                self.dataset_size, self.train_dir, n_train,
+            )
+
+    def files(self, split: str) -> list[Path]:
+        if split not in self._files:
+            self.prepare()
+        return self._files[split]
+
+    def train_dataset(self) -> msds.Dataset:
+        """Shuffled each epoch (MindSpore reshuffles per epoch), jittered, batched, last partial batch dropped."""
+        source = AlignedPairSource(
+            self.files("train"), self.direction, self.load_size, self.crop_size, self.flip, True, self.seed
+        )
+        msds.config.set_seed(self.seed)
+        dataset = msds.GeneratorDataset(
+            source, column_names=["real_A", "real_B"], shuffle=True,
+            num_parallel_workers=1, python_multiprocessing=False,
+        )
+        return dataset.batch(self.batch_size, drop_remainder=True)
+
+    def val_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first `limit` validation pairs, resized to crop_size, as two NCHW arrays."""
+        source = AlignedPairSource(
+            self.files("val")[:limit], self.direction, self.load_size, self.crop_size, False, False, self.seed
+        )
+        pairs = [source[i] for i in range(len(source))]
+        return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])

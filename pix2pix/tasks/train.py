@@ -1,0 +1,62 @@
+"""task=train: build everything from the config and fit."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from pix2pix.models.layers import count_params
+from pix2pix.runtime import describe_cpu_kernels, seed_everything, setup_device
+from pix2pix.track.tensorboard import RunWriter
+from pix2pix.train.step import Pix2PixTrainStep
+from pix2pix.train.trainer import Trainer, TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.paths.output_dir)
+    device = setup_device(**cfg.device)
+    log.info("device: %s%s", device, f" ({describe_cpu_kernels()})" if device == "cpu" else f" {cfg.device.device_id}")
+    seed_everything(cfg.seed)
+
+    data = instantiate(cfg.dataset)
+    data.prepare()
+    generator = instantiate(cfg.model.generator)
+    discriminator = instantiate(cfg.model.discriminator)
+    log.info(
+        "G %s: %s parameters; D %s: %s parameters",
+        type(generator).__name__, f"{count_params(generator):,}",
+        type(discriminator).__name__, f"{count_params(discriminator):,}",
+    )
+    step = Pix2PixTrainStep(
+        generator,
+        discriminator,
+        instantiate(cfg.optimizer)(generator.trainable_params()),
+        instantiate(cfg.optimizer)(discriminator.trainable_params()),
+        gan_mode=cfg.model.gan_mode,
+        lambda_L1=cfg.model.lambda_L1,
+        lambda_GAN=cfg.model.lambda_GAN,
+        lambda_D=cfg.model.lambda_D,
+    )
+    writer = RunWriter(run_dir / "tensorboard")
+    writer.config(cfg)
+    settings = TrainerSettings(
+        run_dir=run_dir,
+        base_lr=cfg.optimizer.learning_rate,
+        checkpoint_every=cfg.checkpoint.every,
+        val_mode=cfg.val.mode,
+        val_num_images=cfg.val.num_images,
+        progress_bar=cfg.logging.progress_bar,
+        seed=cfg.seed,
+    )
+    try:
+        metrics = Trainer(step, data, instantiate(cfg.schedule), writer, settings).fit()
+        writer.hparams(cfg, {"hparams/val_L1": metrics["val_L1"], "hparams/val_L1_before": metrics["val_L1_before"]})
+    finally:
+        writer.close()
+    log.info("run folder: %s", run_dir)
+    return metrics

@@ -1,0 +1,153 @@
+"""The training loop: epochs, learning rate per epoch, logs, samples, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import ops
+from tqdm import tqdm
+
+from pix2pix.data.aligned import AlignedData
+from pix2pix.track.samples import make_grid, save_png
+from pix2pix.track.tensorboard import RunWriter
+from pix2pix.train import checkpoint
+from pix2pix.train.schedule import Schedule
+from pix2pix.train.step import Pix2PixTrainStep
+from pix2pix.train.validate import generate, mean_l1
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_GAN", "loss_G_L1")
+
+
+@dataclass
+class TrainerSettings:
+    run_dir: Path
+    base_lr: float
+    checkpoint_every: int = 50
+    val_mode: str = "paper"
+    val_num_images: int | None = None
+    progress_bar: bool = True
+    seed: int = 0
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Trainer:
+    def __init__(
+        self,
+        step: Pix2PixTrainStep,
+        data: AlignedData,
+        schedule: Schedule,
+        writer: RunWriter,
+        settings: TrainerSettings,
+    ):
+        self.step = step
+        self.data = data
+        self.schedule = schedule
+        self.writer = writer
+        self.settings = settings
+        self.run_dir = settings.run_dir
+        self.global_step = 0
+
+    def set_learning_rate(self, lr: float) -> None:
+        # ops.assign reaches the compiled graph; Parameter.set_data on it is ignored there.
+        for optimizer in (self.step.optimizer_G, self.step.optimizer_D):
+            ops.assign(optimizer.learning_rate, ms.Tensor(lr, ms.float32))
+
+    def validate(self, val_A: np.ndarray, val_B: np.ndarray) -> tuple[float, np.ndarray]:
+        fake = generate(self.step.G, val_A, self.settings.val_mode)
+        return mean_l1(fake, val_B), fake
+
+    def save_samples(self, epoch: int, val_A: np.ndarray, val_B: np.ndarray) -> None:
+        n = self.data.num_val_samples
+        fake = generate(self.step.G, val_A[:n], self.settings.val_mode)
+        grid = make_grid(val_A[:n], fake, val_B[:n])
+        save_png(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
+        self.writer.image("samples", grid, epoch)
+
+    def save_checkpoint(self, epoch: int) -> None:
+        state = checkpoint.training_state(self.step)
+        meta = {"epoch": epoch, "global_step": self.global_step, "seed": self.settings.seed}
+        folder = self.run_dir / "checkpoints"
+        checkpoint.save(folder / "last.ckpt", state, meta)
+        every = self.settings.checkpoint_every
+        if every and epoch % every == 0:
+            checkpoint.save(folder / f"epoch_{epoch:03d}.ckpt", state, meta)
+
+    def train_epoch(self, epoch: int, dataset) -> dict[str, float]:
+        sums = dict.fromkeys(LOSS_NAMES, 0.0)
+        times: list[float] = []
+        steps = dataset.get_dataset_size()
+        show = self.settings.progress_bar and sys.stderr.isatty()
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.schedule.total_epochs}", disable=not show, leave=False)
+        self.step.set_train(True)
+        for real_A, real_B in dataset.create_tuple_iterator(num_epochs=1):
+            start = time.perf_counter()
+            losses = [float(x) for x in self.step(real_A, real_B)]
+            times.append(time.perf_counter() - start)
+            self.global_step += 1
+            values = dict(zip(LOSS_NAMES, losses))
+            for name, value in values.items():
+                sums[name] += value
+            self.writer.scalars({**values, "step_time_ms": times[-1] * 1000}, self.global_step)
+            bar.set_postfix(G_L1=f"{values['loss_G_L1']:.3f}", D=f"{values['loss_D_fake']:.3f}")
+            bar.update()
+        bar.close()
+        # The first step of a run includes graph compilation: keep it out of the rate.
+        steady = times[1:] if len(times) > 1 and epoch == 1 else times
+        return {
+            **{name: total / len(times) for name, total in sums.items()},
+            "ms_per_step": 1000 * float(np.median(steady)),
+            "compile_s": times[0] if epoch == 1 else 0.0,
+        }
+
+    def fit(self) -> dict[str, float]:
+        settings = self.settings
+        val_A, val_B = self.data.val_arrays(settings.val_num_images)
+        l1_before, _ = self.validate(val_A, val_B)
+        log.info(
+            "validation L1 of the untrained generator: %.4f (%d %s images, %s mode)",
+            l1_before, len(val_A), self.data.name, settings.val_mode,
+        )
+        dataset = self.data.train_dataset()
+        steps = dataset.get_dataset_size()
+        total = self.schedule.total_epochs
+        log.info("training %d epochs x %d steps (batch %d)", total, steps, self.data.batch_size)
+        started = time.perf_counter()
+        for epoch in range(1, total + 1):
+            lr = settings.base_lr * self.schedule.factor(epoch - 1)
+            self.set_learning_rate(lr)
+            stats = self.train_epoch(epoch, dataset)
+            elapsed = time.perf_counter() - started
+            images_per_s = 1000 * self.data.batch_size / stats["ms_per_step"]
+            log.info(
+                "epoch %d/%d | %s | lr %.3g | %.0f ms/step | %.2f img/s | elapsed %s",
+                epoch, total, " ".join(f"{n} {stats[n]:.4f}" for n in LOSS_NAMES),
+                lr, stats["ms_per_step"], images_per_s, format_seconds(elapsed),
+            )
+            self.writer.scalars({"lr": lr, "epoch_ms_per_step": stats["ms_per_step"]}, epoch)
+            self.save_samples(epoch, val_A, val_B)
+            self.save_checkpoint(epoch)
+        l1_after, _ = self.validate(val_A, val_B)
+        log.info("validation L1 of the trained generator: %.4f (untrained: %.4f)", l1_after, l1_before)
+        metrics = {
+            "val_L1_before": l1_before,
+            "val_L1": l1_after,
+            "ms_per_step": stats["ms_per_step"],
+            "train_seconds": time.perf_counter() - started,
+            **{f"final_{name}": stats[name] for name in LOSS_NAMES},
+        }
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics

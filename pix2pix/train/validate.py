@@ -1,0 +1,45 @@
+"""Running a generator on validation images, under the paper's or a deterministic protocol."""
+
+from __future__ import annotations
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from pix2pix.errors import Pix2PixError
+
+VAL_MODES = ("paper", "deterministic")
+
+
+def _running_stats(net: nn.Cell) -> list[tuple[ms.Parameter, np.ndarray]]:
+    return [
+        (p, p.asnumpy().copy())
+        for name, p in net.parameters_and_names()
+        if name.endswith(("moving_mean", "moving_variance"))
+    ]
+
+
+def generate(generator: nn.Cell, inputs: np.ndarray, mode: str = "paper") -> np.ndarray:
+    """G(inputs) one image at a time (NCHW in [-1, 1]).
+
+    paper: batch statistics and dropout on, as the paper's test protocol; BatchNorm's
+    running statistics are restored afterwards, so validating never changes the model.
+    deterministic: running statistics, no dropout; the same input gives the same output.
+    """
+    if mode not in VAL_MODES:
+        raise Pix2PixError(f"val.mode={mode!r}: use paper or deterministic")
+    was_training = generator.training
+    saved = _running_stats(generator) if mode == "paper" else []
+    generator.set_train(mode == "paper")
+    try:
+        outputs = [generator(ms.Tensor(inputs[i : i + 1])).asnumpy() for i in range(len(inputs))]
+    finally:
+        for param, value in saved:
+            param.set_data(ms.Tensor(value))
+        generator.set_train(was_training)
+    return np.concatenate(outputs)
+
+
+def mean_l1(generated: np.ndarray, targets: np.ndarray) -> float:
+    """Mean absolute error in the [-1, 1] value range (the L1 term of the G loss)."""
+    return float(np.abs(generated - targets).mean())
