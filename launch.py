@@ -5,6 +5,8 @@ pix2pix.tasks runs it (importable code, so Hydra launchers can pickle it).
 """
 
 import sys
+import time
+from pathlib import Path
 
 from pix2pix.runtime import prepare_environment
 
@@ -33,6 +35,15 @@ def cli_overrides(argv: list[str]) -> list[str] | None:
     return argv
 
 
+def wait_for_a_fresh_run_folder(overrides: list[str]) -> None:
+    """Run folders are named to the second: never let a run start in a folder that an
+    earlier run of the same second already wrote."""
+    if any(o.startswith("hydra.run.dir=") for o in overrides):
+        return
+    while (Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")).exists():
+        time.sleep(0.05)
+
+
 if __name__ == "__main__":
     overrides = cli_overrides(sys.argv[1:])
     if overrides is not None:
@@ -41,4 +52,5 @@ if __name__ == "__main__":
         except Pix2PixError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        wait_for_a_fresh_run_folder(overrides)
     main()

@@ -27,7 +27,7 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     Sweeps (`-m a=1,2`) are left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -44,6 +44,8 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
             cfg = compose(config_name="config", overrides=overrides)
             for group in ("dataset", "model", "optimizer", "schedule", "device", "parallel"):
                 OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        raise Pix2PixError(f"{err.full_key} must be set: add {err.full_key}=VALUE to the command line") from None
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0]
         if "not in struct" in str(err) or "Could not override" in str(err):
@@ -66,7 +68,7 @@ def validate(cfg: DictConfig) -> None:
             "set dataset.crop_size <= dataset.load_size"
         )
     if "num_downs" in gen:
-        side = 2 ** gen.num_downs
+        side = 2**gen.num_downs
         if data.crop_size % side:
             raise Pix2PixError(
                 f"model.generator.num_downs={gen.num_downs} halves the image {gen.num_downs} times, so "

@@ -196,7 +196,9 @@ class AlignedData:
         if self.dataset_size and self.dataset_size != n_train:
             log.warning(
                 "dataset.dataset_size=%d but %s holds %d images: steps per epoch come from the data",
-                self.dataset_size, self.train_dir, n_train,
+                self.dataset_size,
+                self.train_dir,
+                n_train,
             )
 
     def files(self, split: str) -> list[Path]:
@@ -205,14 +207,19 @@ class AlignedData:
         return self._files[split]
 
     def train_dataset(self) -> msds.Dataset:
-        """Shuffled each epoch (MindSpore reshuffles per epoch), jittered, batched, last partial batch dropped."""
+        """Jittered, batched (last partial batch dropped) and shuffled anew each epoch: iterate
+        one `create_tuple_iterator(num_epochs=N)` N times (a fresh iterator per epoch repeats
+        the first epoch's order)."""
         source = AlignedPairSource(
             self.files("train"), self.direction, self.load_size, self.crop_size, self.flip, True, self.seed
         )
         msds.config.set_seed(self.seed)
         dataset = msds.GeneratorDataset(
-            source, column_names=["real_A", "real_B"], shuffle=True,
-            num_parallel_workers=1, python_multiprocessing=False,
+            source,
+            column_names=["real_A", "real_B"],
+            shuffle=True,
+            num_parallel_workers=1,
+            python_multiprocessing=False,
         )
         return dataset.batch(self.batch_size, drop_remainder=True)
 

@@ -139,8 +139,14 @@ class ResnetGenerator(nn.Cell):
         for mult in (4, 2):
             layers += [
                 nn.Conv2dTranspose(
-                    ngf * mult, ngf * mult // 2, 3, stride=2, pad_mode="pad", padding=1,
-                    output_padding=1, has_bias=bias,
+                    ngf * mult,
+                    ngf * mult // 2,
+                    3,
+                    stride=2,
+                    pad_mode="pad",
+                    padding=1,
+                    output_padding=1,
+                    has_bias=bias,
                 ),
                 norm_layer(norm, ngf * mult // 2),
                 nn.ReLU(),

@@ -37,9 +37,7 @@ def has_bias(norm: str) -> bool:
     return norm != "batch"
 
 
-def conv4x4(
-    in_ch: int, out_ch: int, stride: int = 2, bias: bool = False, pad_mode: str = "CONSTANT"
-) -> nn.Cell:
+def conv4x4(in_ch: int, out_ch: int, stride: int = 2, bias: bool = False, pad_mode: str = "CONSTANT") -> nn.Cell:
     """Conv kernel 4, padding 1: zero padding (the paper) or reflect padding (ModelZoo option)."""
     check_choice("model.pad_mode", pad_mode, PAD_MODES)
     if pad_mode == "CONSTANT":

@@ -29,8 +29,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     discriminator = instantiate(cfg.model.discriminator)
     log.info(
         "G %s: %s parameters; D %s: %s parameters",
-        type(generator).__name__, f"{count_params(generator):,}",
-        type(discriminator).__name__, f"{count_params(discriminator):,}",
+        type(generator).__name__,
+        f"{count_params(generator):,}",
+        type(discriminator).__name__,
+        f"{count_params(discriminator):,}",
     )
     step = Pix2PixTrainStep(
         generator,

@@ -70,7 +70,9 @@ def restore(state: dict[str, ms.Parameter], loaded: dict[str, ms.Parameter], pat
     """Copy every entry of `state` from `loaded`; refuse missing keys or other shapes."""
     missing = [name for name in state if name not in loaded]
     if missing:
-        raise Pix2PixError(f"{path}: lacks {len(missing)} entries (first: {missing[0]}); was it written for this model?")
+        raise Pix2PixError(
+            f"{path}: lacks {len(missing)} entries (first: {missing[0]}); was it written for this model?"
+        )
     for name, param in state.items():
         value = loaded[name]
         if tuple(value.shape) != tuple(param.shape):

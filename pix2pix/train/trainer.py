@@ -86,14 +86,13 @@ class Trainer:
         if every and epoch % every == 0:
             checkpoint.save(folder / f"epoch_{epoch:03d}.ckpt", state, meta)
 
-    def train_epoch(self, epoch: int, dataset) -> dict[str, float]:
+    def train_epoch(self, epoch: int, batches, steps: int) -> dict[str, float]:
         sums = dict.fromkeys(LOSS_NAMES, 0.0)
         times: list[float] = []
-        steps = dataset.get_dataset_size()
         show = self.settings.progress_bar and sys.stderr.isatty()
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.schedule.total_epochs}", disable=not show, leave=False)
         self.step.set_train(True)
-        for real_A, real_B in dataset.create_tuple_iterator(num_epochs=1):
+        for real_A, real_B in batches:
             start = time.perf_counter()
             losses = [float(x) for x in self.step(real_A, real_B)]
             times.append(time.perf_counter() - start)
@@ -119,23 +118,32 @@ class Trainer:
         l1_before, _ = self.validate(val_A, val_B)
         log.info(
             "validation L1 of the untrained generator: %.4f (%d %s images, %s mode)",
-            l1_before, len(val_A), self.data.name, settings.val_mode,
+            l1_before,
+            len(val_A),
+            self.data.name,
+            settings.val_mode,
         )
         dataset = self.data.train_dataset()
         steps = dataset.get_dataset_size()
         total = self.schedule.total_epochs
         log.info("training %d epochs x %d steps (batch %d)", total, steps, self.data.batch_size)
+        batches = dataset.create_tuple_iterator(num_epochs=total)
         started = time.perf_counter()
         for epoch in range(1, total + 1):
             lr = settings.base_lr * self.schedule.factor(epoch - 1)
             self.set_learning_rate(lr)
-            stats = self.train_epoch(epoch, dataset)
+            stats = self.train_epoch(epoch, batches, steps)
             elapsed = time.perf_counter() - started
             images_per_s = 1000 * self.data.batch_size / stats["ms_per_step"]
             log.info(
                 "epoch %d/%d | %s | lr %.3g | %.0f ms/step | %.2f img/s | elapsed %s",
-                epoch, total, " ".join(f"{n} {stats[n]:.4f}" for n in LOSS_NAMES),
-                lr, stats["ms_per_step"], images_per_s, format_seconds(elapsed),
+                epoch,
+                total,
+                " ".join(f"{n} {stats[n]:.4f}" for n in LOSS_NAMES),
+                lr,
+                stats["ms_per_step"],
+                images_per_s,
+                format_seconds(elapsed),
             )
             self.writer.scalars({"lr": lr, "epoch_ms_per_step": stats["ms_per_step"]}, epoch)
             self.save_samples(epoch, val_A, val_B)

@@ -1,0 +1,132 @@
+"""Composition of every group option and the config keys users type."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from pix2pix.config import CONF_DIR, check_overrides, group_options
+from pix2pix.errors import Pix2PixError
+
+GROUPS = ["dataset", "device", "parallel", "model/generator", "model/discriminator", "schedule", "optimizer"]
+
+
+@pytest.mark.parametrize("group,option", [(group, option) for group in GROUPS for option in group_options(group)])
+def test_every_group_option_composes(compose_cfg, group, option):
+    extra = ["dataset.root=/tmp/anywhere"] if (group, option) == ("dataset", "folder") else []
+    cfg = compose_cfg(f"{group}={option}", *extra)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    node = resolved
+    for part in group.split("/"):
+        node = node[part]
+    assert node, f"{group}={option} composed to an empty node"
+
+
+def test_groups_hold_the_options_the_issue_names():
+    assert set(group_options("dataset")) >= {"synthetic", "facades", "maps", "folder"}
+    assert set(group_options("device")) == {"auto", "cpu", "gpu", "ascend"}
+    assert "single" in group_options("parallel")
+    assert set(group_options("model/generator")) == {"unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"}
+    assert set(group_options("model/discriminator")) == {"basic", "n_layers", "pixel"}
+    assert set(group_options("schedule")) == {"linear", "step", "cosine"}
+
+
+# The ModelZoo README's "Script Parameters" (and the issue's fixed names) with their defaults.
+MODELZOO_DEFAULTS = {
+    "device.target": "auto",  # device_target: the ModelZoo had only Ascend; we probe
+    "parallel.device_num": 1,
+    "device.device_id": 0,
+    "device.save_graphs": False,
+    "model.init_type": "normal",
+    "model.init_gain": 0.02,
+    "dataset.load_size": 286,
+    "dataset.crop_size": 256,
+    "dataset.batch_size": 1,
+    "model.lambda_D": 0.5,
+    "model.lambda_GAN": 1.0,
+    "model.lambda_L1": 100.0,
+    "optimizer.beta1": 0.5,
+    "optimizer.beta2": 0.999,
+    "optimizer.learning_rate": 0.0002,
+    "schedule.n_epochs": 100,
+    "schedule.n_epochs_decay": 100,
+    "schedule.epoch_num": 200,
+    "dataset.dataset_size": 400,
+    "dataset.train_data_dir": None,
+    "dataset.val_data_dir": None,
+    "ckpt": None,
+    "model.generator.ngf": 64,
+    "model.discriminator.ndf": 64,
+    "model.gan_mode": "vanilla",
+    "model.pad_mode": "CONSTANT",
+    "dataset.direction": "BtoA",
+    "seed": 0,
+    "task": "train",
+}
+
+
+def test_modelzoo_parameters_are_keys_with_their_defaults(compose_cfg):
+    cfg = compose_cfg("dataset=facades")
+    for key, default in MODELZOO_DEFAULTS.items():
+        assert OmegaConf.select(cfg, key, throw_on_missing=True) == default, key
+    assert OmegaConf.to_container(cfg.dataset, resolve=True)["root"].endswith("/facades")
+
+
+def test_default_is_the_quick_synthetic_run(compose_cfg):
+    cfg = compose_cfg()
+    assert cfg.dataset.name == "synthetic" and cfg.device.target == "auto" and cfg.task == "train"
+    assert cfg.schedule.n_epochs + cfg.schedule.n_epochs_decay == 5
+    assert cfg.model.generator.num_downs == 8 and cfg.model.discriminator.n_layers == 3
+
+
+@pytest.mark.parametrize("dataset,direction,val_split", [("facades", "BtoA", "test"), ("maps", "AtoB", "val")])
+def test_real_datasets_keep_the_paper_schedule(compose_cfg, dataset, direction, val_split):
+    cfg = compose_cfg(f"dataset={dataset}")
+    assert (cfg.schedule.n_epochs, cfg.schedule.n_epochs_decay) == (100, 100)
+    assert cfg.dataset.direction == direction and cfg.dataset.val_split == val_split
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "facades", "maps", "folder"])
+def test_dataset_root_overrides_every_dataset(compose_cfg, tmp_path, dataset):
+    data = instantiate(compose_cfg(f"dataset={dataset}", "dataset.root=/srv/pairs").dataset)
+    assert str(data.train_dir).startswith("/srv/pairs") and str(data.val_dir).startswith("/srv/pairs")
+
+
+def test_objects_come_from_targets(compose_cfg):
+    cfg = compose_cfg("schedule=step")
+    schedule = instantiate(cfg.schedule)
+    assert type(schedule).__name__ == "StepSchedule" and schedule.total_epochs == 5  # synthetic: 3 + 2
+    partial = instantiate(cfg.optimizer)
+    assert partial.func.__name__ == "Adam" and partial.keywords["beta1"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["dataset=facade"], "dataset=facade: no such option; choose one of facades, folder, maps, synthetic"),
+        (["model/generator=unet_512"], "model/generator=unet_512: no such option"),
+        (["model.lamda_L1=10"], "'model.lamda_L1' is not a config key"),
+        (["dataset.crop_size=300"], "dataset.crop_size=300 is larger than dataset.load_size=286"),
+        (["dataset.crop_size=192"], "dataset.crop_size must be a multiple of 256"),
+        (
+            [
+                "model/discriminator=n_layers",
+                "model.discriminator.n_layers=5",
+                "dataset.crop_size=64",
+                "model/generator=resnet_6blocks",
+            ],
+            "n_layers=5 needs dataset.crop_size >= 96",
+        ),
+        (["dataset=folder"], "dataset.root must be set: add dataset.root=VALUE"),
+    ],
+)
+def test_bad_command_lines_get_one_line(overrides, expected):
+    with pytest.raises(Pix2PixError) as err:
+        check_overrides(overrides, CONF_DIR)
+    message = str(err.value)
+    assert expected in message and "\n" not in message
+
+
+def test_good_command_line_passes():
+    check_overrides(["dataset=maps", "model.lambda_L1=10", "device=cpu"], CONF_DIR)
