@@ -61,6 +61,11 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that span several keys, made before anything heavy starts."""
+    if cfg.parallel.device_num != 1:
+        raise Pix2PixError(
+            f"parallel.device_num={cfg.parallel.device_num}: data-parallel training is not available yet; "
+            "use parallel.device_num=1"
+        )
     data, gen = cfg.dataset, cfg.model.generator
     if data.crop_size > data.load_size:
         raise Pix2PixError(

@@ -119,6 +119,7 @@ def test_objects_come_from_targets(compose_cfg):
             "n_layers=5 needs dataset.crop_size >= 96",
         ),
         (["dataset=folder"], "dataset.root must be set: add dataset.root=VALUE"),
+        (["parallel.device_num=8"], "parallel.device_num=8: data-parallel training is not available yet"),
     ],
 )
 def test_bad_command_lines_get_one_line(overrides, expected):
