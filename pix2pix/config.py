@@ -35,13 +35,17 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
         if not sep or key.startswith("hydra"):
             continue
         group = key.replace(".", "/")
+        if "." in key and (conf_dir / group).is_dir():
+            raise Pix2PixError(f"{key}={value}: {key} is a config group; choose its option with {group}={value}")
         if (conf_dir / group).is_dir() and value not in ("null", ""):
             options = group_options(group, conf_dir)
             if value not in options and "," not in value:
                 raise Pix2PixError(f"{key}={value}: no such option; choose one of {', '.join(options)}")
+    choices = [o for o in overrides if (conf_dir / o.partition("=")[0].lstrip("+~")).is_dir()]
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
+            check_value_types(cfg, compose(config_name="config", overrides=choices), overrides)
             for group in ("dataset", "model", "optimizer", "schedule", "device", "parallel"):
                 OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:
@@ -57,6 +61,23 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
             ) from None
         raise Pix2PixError(f"bad command line: {first}") from None
     validate(cfg)
+
+
+EXPECTED = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
+    """An override of a number or a flag must keep its type (`dataset.crop_size=abc` is refused)."""
+    for item in overrides:
+        key = item.partition("=")[0].lstrip("+~")
+        default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        kind = type(default)
+        if kind not in EXPECTED or value is None:
+            continue
+        ok = isinstance(value, bool) if kind is bool else isinstance(value, (int, float) if kind is float else int)
+        if not ok or (kind is not bool and isinstance(value, bool)):
+            raise Pix2PixError(f"{item}: {key} must be {EXPECTED[kind]} (default {default})")
 
 
 def validate(cfg: DictConfig) -> None:

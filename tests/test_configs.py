@@ -107,6 +107,13 @@ def test_objects_come_from_targets(compose_cfg):
         (["dataset=facade"], "dataset=facade: no such option; choose one of facades, folder, maps, synthetic"),
         (["model/generator=unet_512"], "model/generator=unet_512: no such option"),
         (["model.lamda_L1=10"], "'model.lamda_L1' is not a config key"),
+        (
+            ["model.generator=unet_128"],
+            "model.generator is a config group; choose its option with model/generator=unet_128",
+        ),
+        (["dataset.crop_size=abc"], "dataset.crop_size=abc: dataset.crop_size must be an integer (default 256)"),
+        (["model.lambda_L1=lots"], "model.lambda_L1 must be a number (default 100.0)"),
+        (["dataset.flip=maybe"], "dataset.flip must be true or false"),
         (["dataset.crop_size=300"], "dataset.crop_size=300 is larger than dataset.load_size=286"),
         (["dataset.crop_size=192"], "dataset.crop_size must be a multiple of 256"),
         (

@@ -66,9 +66,8 @@ class Trainer:
         for optimizer in (self.step.optimizer_G, self.step.optimizer_D):
             ops.assign(optimizer.learning_rate, ms.Tensor(lr, ms.float32))
 
-    def validate(self, val_A: np.ndarray, val_B: np.ndarray) -> tuple[float, np.ndarray]:
-        fake = generate(self.step.G, val_A, self.settings.val_mode)
-        return mean_l1(fake, val_B), fake
+    def validate(self, val_A: np.ndarray, val_B: np.ndarray) -> float:
+        return mean_l1(generate(self.step.G, val_A, self.settings.val_mode), val_B)
 
     def save_samples(self, epoch: int, val_A: np.ndarray, val_B: np.ndarray) -> None:
         n = self.data.num_val_samples
@@ -115,7 +114,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         settings = self.settings
         val_A, val_B = self.data.val_arrays(settings.val_num_images)
-        l1_before, _ = self.validate(val_A, val_B)
+        l1_before = self.validate(val_A, val_B)
         log.info(
             "validation L1 of the untrained generator: %.4f (%d %s images, %s mode)",
             l1_before,
@@ -148,7 +147,7 @@ class Trainer:
             self.writer.scalars({"lr": lr, "epoch_ms_per_step": stats["ms_per_step"]}, epoch)
             self.save_samples(epoch, val_A, val_B)
             self.save_checkpoint(epoch)
-        l1_after, _ = self.validate(val_A, val_B)
+        l1_after = self.validate(val_A, val_B)
         log.info("validation L1 of the trained generator: %.4f (untrained: %.4f)", l1_after, l1_before)
         metrics = {
             "val_L1_before": l1_before,
