@@ -96,6 +96,8 @@ class Trainer:
             losses = [float(x) for x in self.step(real_A, real_B)]
             times.append(time.perf_counter() - start)
             self.global_step += 1
+            if self.global_step == 1:
+                log.info("first step: %.1f s (includes graph compilation)", times[0])
             values = dict(zip(LOSS_NAMES, losses))
             for name, value in values.items():
                 sums[name] += value
@@ -108,7 +110,6 @@ class Trainer:
         return {
             **{name: total / len(times) for name, total in sums.items()},
             "ms_per_step": 1000 * float(np.median(steady)),
-            "compile_s": times[0] if epoch == 1 else 0.0,
         }
 
     def fit(self) -> dict[str, float]:
