@@ -29,19 +29,19 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+    choices = []  # the group selections, which set the defaults the values are checked against
     for item in overrides:
         key, sep, value = item.partition("=")
         key = key.lstrip("+~")
-        if not sep or key.startswith("hydra"):
-            continue
         group = key.replace(".", "/")
-        if "." in key and (conf_dir / group).is_dir():
+        if not sep or key.startswith("hydra") or not (conf_dir / group).is_dir():
+            continue
+        if "." in key:
             raise Pix2PixError(f"{key}={value}: {key} is a config group; choose its option with {group}={value}")
-        if (conf_dir / group).is_dir() and value not in ("null", ""):
-            options = group_options(group, conf_dir)
-            if value not in options and "," not in value:
-                raise Pix2PixError(f"{key}={value}: no such option; choose one of {', '.join(options)}")
-    choices = [o for o in overrides if (conf_dir / o.partition("=")[0].lstrip("+~")).is_dir()]
+        options = group_options(group, conf_dir)
+        if value not in (*options, "null", "") and "," not in value:
+            raise Pix2PixError(f"{key}={value}: no such option; choose one of {', '.join(options)}")
+        choices.append(item)
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
@@ -75,8 +75,11 @@ def check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str
         kind = type(default)
         if kind not in EXPECTED or value is None:
             continue
-        ok = isinstance(value, bool) if kind is bool else isinstance(value, (int, float) if kind is float else int)
-        if not ok or (kind is not bool and isinstance(value, bool)):
+        if kind is bool:
+            ok = isinstance(value, bool)
+        else:  # an int is a fine float; a bool is neither
+            ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+        if not ok:
             raise Pix2PixError(f"{item}: {key} must be {EXPECTED[kind]} (default {default})")
 
 
