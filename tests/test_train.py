@@ -212,3 +212,28 @@ def test_pynative_mode_trains_like_graph_mode(tiny_run, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:]
     graph_l1 = json.loads((run_dir / "metrics.json").read_text())["val_L1"]
     assert json.loads((eager / "metrics.json").read_text())["val_L1"] == pytest.approx(graph_l1, abs=1e-3)
+
+
+def test_checkpoint_restores_into_a_fresh_step(tiny_run, compose_cfg):
+    """checkpoint.restore fills every parameter, running stat and Adam slot; a wrong shape is refused."""
+    from hydra.utils import instantiate
+
+    from pix2pix.errors import Pix2PixError
+    from pix2pix.train.step import Pix2PixTrainStep
+
+    _, run_dir, _ = tiny_run
+
+    def fresh_step(*extra: str) -> Pix2PixTrainStep:
+        cfg = compose_cfg(*TINY, *extra)
+        gen, disc = instantiate(cfg.model.generator), instantiate(cfg.model.discriminator)
+        adam = instantiate(cfg.optimizer)
+        return Pix2PixTrainStep(gen, disc, adam(gen.trainable_params()), adam(disc.trainable_params()))
+
+    path = run_dir / "checkpoints/last.ckpt"
+    loaded = checkpoint.load(path)
+    state = checkpoint.training_state(fresh_step())
+    checkpoint.restore(state, loaded, path)
+    for name, param in state.items():
+        np.testing.assert_array_equal(param.asnumpy(), loaded[name].asnumpy(), err_msg=name)
+    with pytest.raises(Pix2PixError, match="has shape"):
+        checkpoint.restore(checkpoint.training_state(fresh_step("model.generator.ngf=16")), loaded, path)
