@@ -5,16 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pix2pix.errors import Pix2PixError
+from pix2pix.runs import TRAINED_RUN_TASKS, open_trained_run, task_output_dir
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
+TASKS = ("train", *TRAINED_RUN_TASKS)
+VAL_MODES = ("paper", "deterministic")
+PREDICT_FITS = ("resize", "pad")
+EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
+CHOICES = {"val.mode": VAL_MODES, "eval.mode": VAL_MODES, "predict.fit": PREDICT_FITS, "export.format": EXPORT_FORMATS}
+
 
 def register_resolvers() -> None:
-    """`${add:a,b}` sums numbers (D's input channels, epoch_num)."""
+    """`${add:a,b}` sums numbers (D's input channels, epoch_num); `${task_dir:task,ckpt,default}`
+    puts eval/predict/export of a run into `<run>/<task>` (see pix2pix.runs.task_output_dir)."""
     if not OmegaConf.has_resolver("add"):
         OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
+    if not OmegaConf.has_resolver("task_dir"):
+        OmegaConf.register_new_resolver("task_dir", task_output_dir)
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -46,6 +57,8 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
             check_value_types(cfg, compose(config_name="config", overrides=choices), overrides)
+            if cfg.task in TRAINED_RUN_TASKS:
+                cfg = open_trained_run(cfg, overrides).cfg
             for group in ("dataset", "model", "optimizer", "schedule", "device", "parallel"):
                 OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:
@@ -70,8 +83,11 @@ def check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str
     """An override of a number or a flag must keep its type (`dataset.crop_size=abc` is refused)."""
     for item in overrides:
         key = item.partition("=")[0].lstrip("+~")
-        default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
-        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        try:
+            default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
+            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        except OmegaConfBaseException:  # an interpolation only Hydra's run can resolve: no fixed type
+            continue
         kind = type(default)
         if kind not in EXPECTED or value is None:
             continue
@@ -85,6 +101,12 @@ def check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str
 
 def validate(cfg: DictConfig) -> None:
     """Checks that span several keys, made before anything heavy starts."""
+    if cfg.task not in TASKS:
+        raise Pix2PixError(f"task={cfg.task}: no such task; use one of {', '.join(TASKS)}")
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise Pix2PixError(f"{key}={value}: use one of {', '.join(allowed)}")
     if cfg.parallel.device_num != 1:
         raise Pix2PixError(
             f"parallel.device_num={cfg.parallel.device_num}: data-parallel training is not available yet; "

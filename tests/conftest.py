@@ -67,3 +67,13 @@ def run_launch(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Com
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished TINY training run (its folder) for the tasks that use a trained generator."""
+    work = tmp_path_factory.mktemp("trained")
+    run_dir = work / "run"
+    result = run_launch([*TINY, f"paths.data_dir={work / 'data'}", f"hydra.run.dir={run_dir}"], cwd=work)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run_dir

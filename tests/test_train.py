@@ -18,17 +18,8 @@ from tests.conftest import TINY, run_launch
 STEPS_PER_EPOCH, EPOCHS = 4, 2  # TINY: 4 synthetic pairs, batch 1, 1 + 1 epochs
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny")
-    run_dir = work / "run"
-    result = run_launch([*TINY, f"paths.data_dir={work / 'data'}", f"hydra.run.dir={run_dir}"], cwd=work)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return work, run_dir, result
-
-
-def test_run_folder_has_every_output(tiny_run):
-    _, run_dir, _ = tiny_run
+def test_run_folder_has_every_output(trained_run):
+    run_dir = trained_run
     for name in (
         ".hydra/config.yaml",
         ".hydra/overrides.yaml",
@@ -44,8 +35,8 @@ def test_run_folder_has_every_output(tiny_run):
     assert not list(run_dir.rglob("*partial*")), "a temporary file was left behind"
 
 
-def test_log_has_one_line_per_epoch_and_the_l1_before_and_after(tiny_run):
-    _, run_dir, _ = tiny_run
+def test_log_has_one_line_per_epoch_and_the_l1_before_and_after(trained_run):
+    run_dir = trained_run
     log = (run_dir / "launch.log").read_text()
     epoch_lines = [line for line in log.splitlines() if " - epoch " in line]
     assert len(epoch_lines) == EPOCHS
@@ -59,8 +50,8 @@ def test_log_has_one_line_per_epoch_and_the_l1_before_and_after(tiny_run):
     assert 0 < metrics["val_L1"] < 2 and 0 < metrics["val_L1_before"] < 2
 
 
-def test_sample_grid_rows_are_input_generated_target(tiny_run):
-    _, run_dir, _ = tiny_run
+def test_sample_grid_rows_are_input_generated_target(trained_run):
+    run_dir = trained_run
     with Image.open(run_dir / "samples/epoch_002.png") as img:
         assert img.size == (3 * 64, 2 * 64)  # 3 columns, num_val_samples=2 rows, crop 64
         grid = np.asarray(img.convert("RGB"), dtype=np.float32)
@@ -68,8 +59,8 @@ def test_sample_grid_rows_are_input_generated_target(tiny_run):
     assert np.abs(label_map - target).mean() > 10 and generated.std() > 0
 
 
-def test_checkpoint_holds_both_networks_both_optimizers_and_the_epoch(tiny_run):
-    _, run_dir, _ = tiny_run
+def test_checkpoint_holds_both_networks_both_optimizers_and_the_epoch(trained_run):
+    run_dir = trained_run
     last = checkpoint.load(run_dir / "checkpoints/last.ckpt")
     first = checkpoint.load(run_dir / "checkpoints/epoch_001.ckpt")
     assert int(last["epoch"].asnumpy()) == 2 and int(first["epoch"].asnumpy()) == 1
@@ -83,8 +74,8 @@ def test_checkpoint_holds_both_networks_both_optimizers_and_the_epoch(tiny_run):
     assert int(last["optimizer_G.global_step"].asnumpy()) == STEPS_PER_EPOCH * EPOCHS
 
 
-def test_truncated_checkpoint_is_refused_with_its_name(tiny_run, tmp_path):
-    _, run_dir, _ = tiny_run
+def test_truncated_checkpoint_is_refused_with_its_name(trained_run, tmp_path):
+    run_dir = trained_run
     data = (run_dir / "checkpoints/last.ckpt").read_bytes()
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(data[: len(data) // 2])
@@ -92,8 +83,8 @@ def test_truncated_checkpoint_is_refused_with_its_name(tiny_run, tmp_path):
         checkpoint.load(cut)
 
 
-def test_tensorboard_events_read_back(tiny_run):
-    _, run_dir, _ = tiny_run
+def test_tensorboard_events_read_back(trained_run):
+    run_dir = trained_run
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
@@ -131,8 +122,8 @@ def snapshot(folder: Path) -> dict[str, str]:
         (["device=ascend"], "device=ascend is not available: the CANN environment is not set up"),
     ],
 )
-def test_bad_input_gets_one_line_and_a_nonzero_exit(tiny_run, args, expected):
-    work, run_dir, _ = tiny_run
+def test_bad_input_gets_one_line_and_a_nonzero_exit(trained_run, args, expected):
+    run_dir, work = trained_run, trained_run.parent
     before = snapshot(run_dir)
     data = work / "data"
     (data / "empty" / "train").mkdir(parents=True, exist_ok=True)
@@ -188,8 +179,8 @@ def test_multirun_sweep_writes_one_run_folder_per_job(tmp_path):
         assert json.loads((run_dir / "metrics.json").read_text())["val_L1"] > 0
 
 
-def test_same_seed_same_run_other_seed_other_run(tiny_run, tmp_path):
-    work, run_dir, _ = tiny_run
+def test_same_seed_same_run_other_seed_other_run(trained_run, tmp_path):
+    run_dir, work = trained_run, trained_run.parent
     first = json.loads((run_dir / "metrics.json").read_text())
     for seed, same in ((0, True), (1, False)):
         again = tmp_path / f"seed{seed}"
@@ -202,9 +193,9 @@ def test_same_seed_same_run_other_seed_other_run(tiny_run, tmp_path):
             assert metrics["val_L1"] == pytest.approx(first["val_L1"], abs=1e-3)
 
 
-def test_pynative_mode_trains_like_graph_mode(tiny_run, tmp_path):
+def test_pynative_mode_trains_like_graph_mode(trained_run, tmp_path):
     """The same run eagerly (PyNative) and compiled (GRAPH_MODE) ends at the same validation L1."""
-    work, run_dir, _ = tiny_run
+    run_dir, work = trained_run, trained_run.parent
     eager = tmp_path / "eager"
     result = run_launch(
         [*TINY, "device.mode=pynative", f"paths.data_dir={work / 'data'}", f"hydra.run.dir={eager}"], work
@@ -214,14 +205,14 @@ def test_pynative_mode_trains_like_graph_mode(tiny_run, tmp_path):
     assert json.loads((eager / "metrics.json").read_text())["val_L1"] == pytest.approx(graph_l1, abs=1e-3)
 
 
-def test_checkpoint_restores_into_a_fresh_step(tiny_run, compose_cfg):
+def test_checkpoint_restores_into_a_fresh_step(trained_run, compose_cfg):
     """checkpoint.restore fills every parameter, running stat and Adam slot; a wrong shape is refused."""
     from hydra.utils import instantiate
 
     from pix2pix.errors import Pix2PixError
     from pix2pix.train.step import Pix2PixTrainStep
 
-    _, run_dir, _ = tiny_run
+    run_dir = trained_run
 
     def fresh_step(*extra: str) -> Pix2PixTrainStep:
         cfg = compose_cfg(*TINY, *extra)

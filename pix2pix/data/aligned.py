@@ -180,8 +180,21 @@ class AlignedData:
         self.seed = seed
         self._files: dict[str, list[Path]] = {}
 
+    def ensure_present(self) -> None:
+        """Make the files available (generated or downloaded datasets override this)."""
+
+    def split_folder(self, split: str) -> Path:
+        """The folder of `split`: train, val (the dataset's validation split) or a folder name under root."""
+        return {"train": self.train_dir, "val": self.val_dir}.get(split, self.root / split)
+
+    def split_files(self, split: str) -> list[Path]:
+        """The image files of one split, found (not decoded): for evaluation, which reads them one by one."""
+        self.ensure_present()
+        return find_images(self.split_folder(split), f"dataset={self.name} split {split}")
+
     def prepare(self) -> None:
         """Find and fully decode every file once: errors name the file before training starts."""
+        self.ensure_present()
         for split, folder in (("train", self.train_dir), ("val", self.val_dir)):
             files = find_images(folder, f"dataset={self.name} {split} split")
             for path in files:

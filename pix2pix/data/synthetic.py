@@ -126,8 +126,7 @@ class SyntheticData(AlignedData):
         folder = Path(root).expanduser().absolute() / f"{image_size}px-{num_train}+{num_val}-seed{generator_seed}"
         super().__init__(root=str(folder), **kwargs)
 
-    def prepare(self) -> None:
+    def ensure_present(self) -> None:
         if not self.root.is_dir():
             log.info("Generating the synthetic dataset in %s", self.root)
             generate(self.root, **self.spec)
-        super().prepare()

@@ -38,6 +38,7 @@ class UnetGenerator(nn.Cell):
         init_gain: float = 0.02,
     ):
         super().__init__()
+        self.input_multiple = 2**num_downs  # each side must divide by this (the bottleneck is >= 1x1)
         if num_downs < 5:
             raise Pix2PixError(f"model.generator.num_downs={num_downs}: the U-Net needs at least 5")
         self.num_downs = num_downs
@@ -122,6 +123,7 @@ class ResnetGenerator(nn.Cell):
         init_gain: float = 0.02,
     ):
         super().__init__()
+        self.input_multiple = 4  # two stride-2 convolutions, undone by two transposed ones
         bias = has_bias(norm)
         layers = [
             nn.Pad(((0, 0), (0, 0), (3, 3), (3, 3)), mode="REFLECT"),

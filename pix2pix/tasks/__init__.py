@@ -5,25 +5,46 @@ from __future__ import annotations
 import logging
 import sys
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from pix2pix.config import TASKS, validate
 from pix2pix.errors import Pix2PixError
+from pix2pix.runs import TRAINED_RUN_TASKS, open_trained_run
 
 log = logging.getLogger(__name__)
 
-TASKS = ("train",)
+
+def command_line_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def run_task(cfg: DictConfig) -> float | None:
     """Run `cfg.task`; a Pix2PixError becomes one logged line and exit status 2.
 
-    Returns the validation metric (for sweepers) where the task has one.
+    Returns the metric a sweeper would optimise where the task has one (validation L1).
     """
     try:
         if cfg.task == "train":
             from pix2pix.tasks.train import train
 
             return train(cfg)["val_L1"]
+        if cfg.task in TRAINED_RUN_TASKS:
+            run = open_trained_run(cfg, command_line_overrides())
+            validate(run.cfg)
+            if cfg.task == "eval":
+                from pix2pix.tasks.evaluate import evaluate
+
+                return evaluate(run)["l1"]
+            if cfg.task == "predict":
+                from pix2pix.tasks.predict import predict
+
+                predict(run)
+            else:
+                from pix2pix.tasks.export import export
+
+                export(run)
+            return None
         raise Pix2PixError(f"task={cfg.task}: unknown task; use one of {', '.join(TASKS)}")
     except Pix2PixError as err:
         log.error("%s", err)

@@ -71,7 +71,8 @@ def restore(state: dict[str, ms.Parameter], loaded: dict[str, ms.Parameter], pat
     missing = [name for name in state if name not in loaded]
     if missing:
         raise Pix2PixError(
-            f"{path}: lacks {len(missing)} entries (first: {missing[0]}); was it written for this model?"
+            f"{path}: lacks {len(missing)} of the {len(state)} entries this model needs (first: {missing[0]}); "
+            "use the model config the checkpoint was trained with"
         )
     for name, param in state.items():
         value = loaded[name]
@@ -81,3 +82,17 @@ def restore(state: dict[str, ms.Parameter], loaded: dict[str, ms.Parameter], pat
                 "use the model config the checkpoint was trained with"
             )
         param.set_data(value)
+
+
+def restore_generator(generator: nn.Cell, path: Path) -> dict[str, int]:
+    """Load the generator's weights (the `G.` entries) from a training checkpoint; returns its epoch and step."""
+    loaded = load(path)
+    state = network_state("G", generator)
+    extra = sorted(name for name in loaded if name.startswith("G.") and name not in state)
+    if extra:
+        raise Pix2PixError(
+            f"{path}: holds {len(extra)} generator entries this model lacks (first: {extra[0]}); "
+            "use the model config the checkpoint was trained with"
+        )
+    restore(state, loaded, path)
+    return {key: int(loaded[key].asnumpy()) for key in ("epoch", "global_step") if key in loaded}

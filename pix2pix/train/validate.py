@@ -6,9 +6,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from pix2pix.config import VAL_MODES
 from pix2pix.errors import Pix2PixError
-
-VAL_MODES = ("paper", "deterministic")
 
 
 def _running_stats(net: nn.Cell) -> list[tuple[ms.Parameter, np.ndarray]]:
@@ -27,7 +26,7 @@ def generate(generator: nn.Cell, inputs: np.ndarray, mode: str = "paper") -> np.
     deterministic: running statistics, no dropout; the same input gives the same output.
     """
     if mode not in VAL_MODES:
-        raise Pix2PixError(f"val.mode={mode!r}: use paper or deterministic")
+        raise Pix2PixError(f"mode={mode!r}: use paper or deterministic (val.mode, eval.mode)")
     was_training = generator.training
     saved = _running_stats(generator) if mode == "paper" else []
     generator.set_train(mode == "paper")

@@ -1,0 +1,111 @@
+"""Trained runs: finding the checkpoint that `ckpt=` names, the run folder around it, and
+the config a run recorded, so eval/predict/export use what training used.
+
+No MindSpore here: launch.py checks `ckpt=` with these functions before Hydra starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pix2pix.errors import Pix2PixError
+
+TRAINED_RUN_TASKS = ("eval", "predict", "export")
+
+# Keys that describe this invocation, not the trained model: they come from the command
+# line's config. Everything else (model, dataset, seed, paths, ...) comes from the run.
+INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "parallel", "logging")
+
+RECORDED_CONFIG = Path(".hydra") / "config.yaml"
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def locate_checkpoint(ckpt: str | None, task: str) -> Path:
+    """The checkpoint file that `ckpt=` names: a run folder (its checkpoints/last.ckpt) or a file."""
+    if not ckpt:
+        raise Pix2PixError(
+            f"task={task} needs a trained generator: add ckpt=RUN_FOLDER (e.g. ckpt=outputs/2026-11-25/10-00-00) "
+            "or ckpt=PATH/TO/FILE.ckpt"
+        )
+    path = Path(ckpt).expanduser()
+    if path.is_dir():
+        if (path / LAST_CHECKPOINT).is_file():
+            return (path / LAST_CHECKPOINT).absolute()
+        raise Pix2PixError(
+            f"ckpt={ckpt}: this folder has no {LAST_CHECKPOINT}; point ckpt at a run folder "
+            "(outputs/DATE/TIME) or at a .ckpt file"
+        )
+    if path.is_file():
+        return path.absolute()
+    raise Pix2PixError(f"ckpt={ckpt}: no such run folder or checkpoint file")
+
+
+def run_folder_of(checkpoint: Path) -> Path | None:
+    """The run folder that holds `checkpoint` (in its checkpoints/) and its recorded config; None for a loose file."""
+    folder = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return folder if (folder / RECORDED_CONFIG).is_file() else None
+
+
+def task_output_dir(task: str, ckpt: str | None, default: str) -> str:
+    """Hydra's run folder: `<run>/<task>` for eval/predict/export of a run, else `default`.
+
+    Used as a resolver in hydra.run.dir, so it never raises: a bad `ckpt=` is reported by the task.
+    """
+    if task in TRAINED_RUN_TASKS and ckpt:
+        try:
+            folder = run_folder_of(locate_checkpoint(str(ckpt), task))
+        except Pix2PixError:
+            folder = None
+        if folder is not None:
+            return str(folder / task)
+    return default
+
+
+def recorded_config(current: DictConfig, folder: Path, overrides: list[str]) -> DictConfig:
+    """The run's recorded config, with this invocation's keys and command-line overrides on top.
+
+    `current` is the config composed from this command line; `overrides` are its key=value and
+    group=option items. A group override (`dataset=facades`, `model/generator=unet_128`) replaces
+    that whole group; a key override replaces one value.
+    """
+    path = folder / RECORDED_CONFIG
+    try:
+        recorded = OmegaConf.load(path)
+    except Exception as err:  # yaml and OmegaConf raise several types for a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise Pix2PixError(
+            f"{path}: unreadable run config ({first}); restore it, or pass the checkpoint file itself "
+            "with the model config on the command line"
+        ) from None
+    merged = current.copy()
+    with open_dict(merged):
+        for key, value in recorded.items():
+            if key not in INVOCATION_KEYS and key != "hydra":
+                merged[key] = value
+        # Where this invocation writes is Hydra's folder for it, not the training run's.
+        merged.paths.output_dir = OmegaConf.to_container(current.paths)["output_dir"]
+        for item in overrides:
+            key = item.partition("=")[0].lstrip("+~").replace("/", ".")
+            if key.split(".")[0] in INVOCATION_KEYS or key.startswith("hydra"):
+                continue
+            OmegaConf.update(merged, key, OmegaConf.select(current, key), merge=False, force_add=True)
+    return merged
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What eval/predict/export work from: the effective config and the checkpoint file."""
+
+    cfg: DictConfig
+    checkpoint: Path
+    folder: Path | None  # None: a loose checkpoint file, configured by the command line alone
+
+
+def open_trained_run(current: DictConfig, overrides: list[str]) -> TrainedRun:
+    checkpoint = locate_checkpoint(current.ckpt, current.task)
+    folder = run_folder_of(checkpoint)
+    cfg = recorded_config(current, folder, overrides) if folder else current
+    return TrainedRun(cfg=cfg, checkpoint=checkpoint, folder=folder)

@@ -1,0 +1,110 @@
+"""task=eval: translate a split with a trained generator and score every image.
+
+Writes into `<output>/<split>/`: images/ (input, generated, target PNGs), metrics.csv (per image),
+metrics.json (means, split, checkpoint), index.html (the gallery) and config.yaml (the effective
+config); the means also go to the run's TensorBoard.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from pix2pix.api import build_generator
+from pix2pix.data.aligned import open_pair, split_pair, transform
+from pix2pix.evaluate.gallery import write_gallery
+from pix2pix.evaluate.metrics import image_metrics
+from pix2pix.runs import TrainedRun
+from pix2pix.runtime import seed_everything, setup_device
+from pix2pix.track.samples import save_png, to_uint8
+from pix2pix.track.tensorboard import RunWriter
+from pix2pix.train.validate import generate
+
+log = logging.getLogger(__name__)
+
+METRICS = ("l1", "psnr", "ssim")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def metrics_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["image", *METRICS])
+    for row in rows:
+        writer.writerow([row["name"], *(f"{row[m]:.6f}" for m in METRICS)])
+    return out.getvalue()
+
+
+def evaluate(run: TrainedRun) -> dict:
+    cfg = run.cfg
+    device = setup_device(**cfg.device)
+    seed_everything(cfg.seed)
+    data = instantiate(cfg.dataset)
+    split = data.split_folder(cfg.eval.split).name
+    files = data.split_files(cfg.eval.split)[: cfg.eval.num_images]
+    generator, meta = build_generator(cfg, run.checkpoint)
+    out = Path(cfg.paths.output_dir) / split
+    log.info(
+        "evaluating %s (epoch %s) on %d %s/%s images, %s mode, device %s -> %s",
+        run.checkpoint,
+        meta.get("epoch", "?"),
+        len(files),
+        data.name,
+        split,
+        cfg.eval.mode,
+        device,
+        out,
+    )
+    rows = []
+    show = cfg.logging.progress_bar and sys.stderr.isatty()
+    for file in tqdm(files, desc=f"eval {split}", disable=not show, leave=False):
+        a, b = split_pair(open_pair(file), data.direction)
+        real_A = transform(a, data.load_size, data.crop_size, None)
+        real_B = transform(b, data.load_size, data.crop_size, None)
+        fake_B = generate(generator, real_A[None], cfg.eval.mode)[0]
+        images = dict(zip(("input", "generated", "target"), to_uint8(np.stack([real_A, fake_B, real_B]))))
+        row = {"name": file.name, **image_metrics(images["generated"], images["target"])}
+        for kind, pixels in images.items():
+            row[kind] = f"images/{file.stem}_{kind}.png"
+            save_png(out / row[kind], pixels)
+        rows.append(row)
+
+    means = {m: float(np.mean([row[m] for row in rows])) for m in METRICS}
+    summary = {
+        **means,
+        "split": split,
+        "num_images": len(rows),
+        "mode": cfg.eval.mode,
+        "dataset": data.name,
+        "direction": data.direction,
+        "checkpoint": str(run.checkpoint),
+        **meta,
+    }
+    write_atomic(out / "metrics.csv", metrics_csv(rows))
+    write_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    title = f"{data.name} {split}: {run.checkpoint.name} (epoch {meta.get('epoch', '?')})"
+    text = " | ".join(f"mean {m.upper()} {means[m]:.4f}" for m in METRICS)
+    write_gallery(out / "index.html", rows, title, f"{text} | {len(rows)} images, {cfg.eval.mode} mode")
+
+    writer = RunWriter((run.folder or Path(cfg.paths.output_dir)) / "tensorboard")
+    try:
+        writer.scalars({f"eval/{split}/{m}": means[m] for m in METRICS}, meta.get("global_step", 0))
+    finally:
+        writer.close()
+    log.info("%s: %s -> %s", split, text, out / "index.html")
+    return summary

@@ -1,0 +1,48 @@
+"""task=export: write the generator as MINDIR, ONNX or AIR into `<run>/export/` and check the file."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pix2pix.api import build_generator
+from pix2pix.errors import Pix2PixError
+from pix2pix.export import export_generator, verify_export
+from pix2pix.runs import TrainedRun
+from pix2pix.runtime import seed_everything, setup_device
+
+log = logging.getLogger(__name__)
+
+VERIFY_BATCH = 2  # checks the dynamic batch dimension too
+
+
+def export(run: TrainedRun) -> dict:
+    cfg = run.cfg
+    fmt = cfg.export.format
+    device = setup_device(**cfg.device)
+    if fmt == "AIR" and device != "ascend":
+        raise Pix2PixError(
+            f"export.format=AIR needs the Ascend backend (CANN), and this run is on {device}; "
+            "export MINDIR or ONNX here, or run with device=ascend on an Ascend machine"
+        )
+    seed_everything(cfg.seed)
+    generator, meta = build_generator(cfg, run.checkpoint)
+    shape = (cfg.model.input_nc, cfg.dataset.crop_size, cfg.dataset.crop_size)
+    path = export_generator(generator, fmt, Path(cfg.paths.output_dir) / cfg.export.file_name, shape)
+    batch = np.random.default_rng(cfg.seed).uniform(-1, 1, (VERIFY_BATCH, *shape)).astype(np.float32)
+    diff = verify_export(path, fmt, generator, batch, cfg.export.tolerance)
+    checked = "not run here" if diff is None else f"max abs difference {diff:.3g} on a batch of {VERIFY_BATCH}"
+    log.info("exported %s (%.1f MB, input [batch, %d, %d, %d]): %s", path, path.stat().st_size / 1e6, *shape, checked)
+    summary = {
+        "file": str(path),
+        "format": fmt,
+        "input_shape": ["batch", *shape],
+        "max_abs_diff": diff,
+        "checkpoint": str(run.checkpoint),
+        **meta,
+    }
+    (path.parent / f"{path.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

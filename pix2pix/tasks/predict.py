@@ -1,0 +1,60 @@
+"""task=predict: translate plain images (a file or a folder, any size) with a trained generator."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pix2pix.api import Translator, build_generator
+from pix2pix.errors import Pix2PixError
+from pix2pix.predict import image_files, translate_files
+from pix2pix.runs import TrainedRun
+from pix2pix.runtime import seed_everything, setup_device
+
+log = logging.getLogger(__name__)
+
+
+def predict(run: TrainedRun) -> dict:
+    cfg = run.cfg
+    if not cfg.predict.input:
+        raise Pix2PixError("task=predict needs predict.input=IMAGE_OR_FOLDER")
+    source = Path(cfg.predict.input).expanduser().absolute()
+    output = Path(cfg.predict.output).expanduser().absolute()
+    files = image_files(source, exclude=output)
+    device = setup_device(**cfg.device)
+    seed_everything(cfg.seed)
+    generator, meta = build_generator(cfg, run.checkpoint)
+    translator = Translator(
+        generator, cfg.model.input_nc, cfg.dataset.crop_size, mode=cfg.predict.mode, fit=cfg.predict.fit
+    )
+    log.info(
+        "translating %d images from %s with %s (epoch %s), fit %s, %s mode, device %s -> %s",
+        len(files),
+        source,
+        run.checkpoint,
+        meta.get("epoch", "?"),
+        cfg.predict.fit,
+        cfg.predict.mode,
+        device,
+        output,
+    )
+    show = cfg.logging.progress_bar and sys.stderr.isatty()
+    started = time.perf_counter()
+    written, problems = translate_files(
+        files,
+        source,
+        output,
+        translator.translate_image,
+        progress=lambda it: tqdm(it, total=len(files), desc="predict", disable=not show),
+    )
+    seconds = time.perf_counter() - started
+    if not written:
+        raise Pix2PixError(f"predict.input={source}: none of the {len(files)} files could be read")
+    log.info("wrote %d images to %s in %.1f s (%.2f img/s)", written, output, seconds, written / seconds)
+    if problems:
+        log.warning("%d files skipped (see the warnings above)", len(problems))
+    return {"written": written, "skipped": len(problems), "output": str(output)}
