@@ -12,11 +12,19 @@ from pix2pix.runs import TRAINED_RUN_TASKS, open_trained_run, task_output_dir
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-TASKS = ("train", *TRAINED_RUN_TASKS)
+TASKS = ("train", *TRAINED_RUN_TASKS, "benchmark")
 VAL_MODES = ("paper", "deterministic")
 PREDICT_FITS = ("resize", "pad")
 EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
-CHOICES = {"val.mode": VAL_MODES, "eval.mode": VAL_MODES, "predict.fit": PREDICT_FITS, "export.format": EXPORT_FORMATS}
+# What a training run returns to a sweeper (metrics.json keys; L1 lower is better, PSNR and SSIM higher).
+OPTIMIZED_METRICS = ("val_L1", "val_psnr", "val_ssim")
+CHOICES = {
+    "val.mode": VAL_MODES,
+    "eval.mode": VAL_MODES,
+    "predict.fit": PREDICT_FITS,
+    "export.format": EXPORT_FORMATS,
+    "optimized_metric": OPTIMIZED_METRICS,
+}
 
 
 def register_resolvers() -> None:
@@ -65,6 +73,11 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
         raise Pix2PixError(f"{err.full_key} must be set: add {err.full_key}=VALUE to the command line") from None
     except (HydraException, OmegaConfBaseException) as err:
         first = str(err).strip().splitlines()[0]
+        if "hydra/sweeper" in str(err) or "hydra/launcher" in str(err):
+            raise Pix2PixError(
+                f"{first}; the Optuna sweeper and the joblib launcher come with the sweep extra: "
+                "pip install -e '.[sweep]'"
+            ) from None
         if "not in struct" in str(err) or "Could not override" in str(err):
             key = next((o.partition("=")[0] for o in overrides if o.partition("=")[0] in first), None)
             hint = f"'{key}' is not a config key" if key else first
@@ -107,10 +120,10 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise Pix2PixError(f"{key}={value}: use one of {', '.join(allowed)}")
-    if cfg.parallel.device_num != 1:
+    if cfg.parallel.device_num != 1 and cfg.task != "benchmark":
         raise Pix2PixError(
             f"parallel.device_num={cfg.parallel.device_num}: data-parallel training is not available yet; "
-            "use parallel.device_num=1"
+            "use parallel.device_num=1 (task=benchmark projects a multi-device run from one device)"
         )
     data, gen = cfg.dataset, cfg.model.generator
     if data.crop_size > data.load_size:

@@ -127,6 +127,9 @@ def test_objects_come_from_targets(compose_cfg):
         ),
         (["dataset=folder"], "dataset.root must be set: add dataset.root=VALUE"),
         (["parallel.device_num=8"], "parallel.device_num=8: data-parallel training is not available yet"),
+        (["parallel=8pcs"], "task=benchmark projects a multi-device run from one device"),
+        (["optimized_metric=loss"], "optimized_metric=loss: use one of val_L1, val_psnr, val_ssim"),
+        (["hydra/launcher=joblb"], "come with the sweep extra: pip install -e '.[sweep]'"),
     ],
 )
 def test_bad_command_lines_get_one_line(overrides, expected):
@@ -138,3 +141,34 @@ def test_bad_command_lines_get_one_line(overrides, expected):
 
 def test_good_command_line_passes():
     check_overrides(["dataset=maps", "model.lambda_L1=10", "device=cpu"], CONF_DIR)
+    check_overrides(["task=benchmark", "experiment=maps_gpu_8pcs", "device=cpu"], CONF_DIR)
+
+
+PUBLISHED_KEYS = {"table", "column", "dataset", "resource", "mindspore_version", "devices", "ms_per_step"}
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_every_experiment_is_a_modelzoo_row(compose_cfg, experiment):
+    cfg = compose_cfg(f"experiment={experiment}")
+    dataset, backend, devices = experiment.split("_")
+    pub = cfg.published
+    assert PUBLISHED_KEYS <= set(pub) and pub.dataset == dataset == cfg.dataset.name
+    assert cfg.device.target == backend and cfg.parallel.device_num == pub.devices == int(devices[0])
+    assert cfg.schedule.epoch_num == 200 and cfg.dataset.batch_size == 1 and cfg.optimizer.learning_rate == 2e-4
+    assert cfg.model.pad_mode == ("REFLECT" if backend == "gpu" else "CONSTANT")  # as each published row
+
+
+def test_the_readme_rows_are_all_there():
+    assert set(group_options("experiment")) == {
+        f"{d}_{b}_{n}" for d in ("facades", "maps") for b in ("ascend", "gpu") for n in ("1pc", "8pcs")
+    }
+
+
+def test_optuna_search_composes_with_its_sweeper():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hparams_search=lambda_l1_optuna"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "minimize"
+    assert set(cfg.hydra.sweeper.params) == {"model.lambda_L1", "optimizer.learning_rate"}
+    assert cfg.optimized_metric == "val_L1"

@@ -22,13 +22,18 @@ def command_line_overrides() -> list[str]:
 def run_task(cfg: DictConfig) -> float | None:
     """Run `cfg.task`; a Pix2PixError becomes one logged line and exit status 2.
 
-    Returns the metric a sweeper would optimise where the task has one (validation L1).
+    Returns the metric a sweeper optimises: `optimized_metric` of a training run, the mean L1 of
+    an eval, the median ms/step of a benchmark.
     """
     try:
         if cfg.task == "train":
             from pix2pix.tasks.train import train
 
-            return train(cfg)["val_L1"]
+            return train(cfg)[cfg.optimized_metric]
+        if cfg.task == "benchmark":
+            from pix2pix.tasks.benchmark import benchmark
+
+            return benchmark(cfg)["ms_per_step"]["median"]
         if cfg.task in TRAINED_RUN_TASKS:
             run = open_trained_run(cfg, command_line_overrides())
             validate(run.cfg)

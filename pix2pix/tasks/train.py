@@ -17,14 +17,8 @@ from pix2pix.train.trainer import Trainer, TrainerSettings
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    run_dir = Path(cfg.paths.output_dir)
-    device = setup_device(**cfg.device)
-    log.info("device: %s%s", device, f" ({describe_cpu_kernels()})" if device == "cpu" else f" {cfg.device.device_id}")
-    seed_everything(cfg.seed)
-
-    data = instantiate(cfg.dataset)
-    data.prepare()
+def build_train_step(cfg: DictConfig) -> Pix2PixTrainStep:
+    """G, D, their optimizers and the losses, as the config describes them, in one train-step Cell."""
     generator = instantiate(cfg.model.generator)
     discriminator = instantiate(cfg.model.discriminator)
     log.info(
@@ -34,7 +28,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         type(discriminator).__name__,
         f"{count_params(discriminator):,}",
     )
-    step = Pix2PixTrainStep(
+    return Pix2PixTrainStep(
         generator,
         discriminator,
         instantiate(cfg.optimizer)(generator.trainable_params()),
@@ -44,6 +38,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lambda_GAN=cfg.model.lambda_GAN,
         lambda_D=cfg.model.lambda_D,
     )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    run_dir = Path(cfg.paths.output_dir)
+    device = setup_device(**cfg.device)
+    log.info("device: %s%s", device, f" ({describe_cpu_kernels()})" if device == "cpu" else f" {cfg.device.device_id}")
+    seed_everything(cfg.seed)
+
+    data = instantiate(cfg.dataset)
+    data.prepare()
+    step = build_train_step(cfg)
     writer = RunWriter(run_dir / "tensorboard")
     writer.config(cfg)
     settings = TrainerSettings(
@@ -57,7 +62,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     try:
         metrics = Trainer(step, data, instantiate(cfg.schedule), writer, settings).fit()
-        writer.hparams(cfg, {"hparams/val_L1": metrics["val_L1"], "hparams/val_L1_before": metrics["val_L1_before"]})
+        names = ("val_L1", "val_L1_before", "val_psnr", "val_ssim")
+        writer.hparams(cfg, {f"hparams/{name}": metrics[name] for name in names})
     finally:
         writer.close()
     log.info("run folder: %s", run_dir)

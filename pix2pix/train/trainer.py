@@ -15,7 +15,8 @@ from mindspore import ops
 from tqdm import tqdm
 
 from pix2pix.data.aligned import AlignedData
-from pix2pix.track.samples import make_grid, save_png
+from pix2pix.evaluate.metrics import image_metrics
+from pix2pix.track.samples import make_grid, save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train import checkpoint
 from pix2pix.train.schedule import Schedule
@@ -66,8 +67,16 @@ class Trainer:
         for optimizer in (self.step.optimizer_G, self.step.optimizer_D):
             ops.assign(optimizer.learning_rate, ms.Tensor(lr, ms.float32))
 
-    def validate(self, val_A: np.ndarray, val_B: np.ndarray) -> float:
-        return mean_l1(generate(self.step.G, val_A, self.settings.val_mode), val_B)
+    def validate(self, val_A: np.ndarray, val_B: np.ndarray) -> dict[str, float]:
+        """Validation L1 (on the float outputs, as the training L1) and the mean PSNR and SSIM
+        of the 8-bit images, as task=eval computes them."""
+        fake = generate(self.step.G, val_A, self.settings.val_mode)
+        per_image = [image_metrics(f, t) for f, t in zip(to_uint8(fake), to_uint8(val_B))]
+        return {
+            "L1": mean_l1(fake, val_B),
+            "psnr": float(np.mean([m["psnr"] for m in per_image])),
+            "ssim": float(np.mean([m["ssim"] for m in per_image])),
+        }
 
     def save_samples(self, epoch: int, val_A: np.ndarray, val_B: np.ndarray) -> None:
         n = self.data.num_val_samples
@@ -115,7 +124,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         settings = self.settings
         val_A, val_B = self.data.val_arrays(settings.val_num_images)
-        l1_before = self.validate(val_A, val_B)
+        l1_before = self.validate(val_A, val_B)["L1"]
         log.info(
             "validation L1 of the untrained generator: %.4f (%d %s images, %s mode)",
             l1_before,
@@ -148,11 +157,19 @@ class Trainer:
             self.writer.scalars({"lr": lr, "epoch_ms_per_step": stats["ms_per_step"]}, epoch)
             self.save_samples(epoch, val_A, val_B)
             self.save_checkpoint(epoch)
-        l1_after = self.validate(val_A, val_B)
-        log.info("validation L1 of the trained generator: %.4f (untrained: %.4f)", l1_after, l1_before)
+        final = self.validate(val_A, val_B)
+        log.info(
+            "validation L1 of the trained generator: %.4f (untrained: %.4f); PSNR %.2f dB, SSIM %.4f",
+            final["L1"],
+            l1_before,
+            final["psnr"],
+            final["ssim"],
+        )
         metrics = {
             "val_L1_before": l1_before,
-            "val_L1": l1_after,
+            "val_L1": final["L1"],
+            "val_psnr": final["psnr"],
+            "val_ssim": final["ssim"],
             "ms_per_step": stats["ms_per_step"],
             "train_seconds": time.perf_counter() - started,
             **{f"final_{name}": stats[name] for name in LOSS_NAMES},
