@@ -12,7 +12,8 @@ from pix2pix.runs import TRAINED_RUN_TASKS, open_trained_run, task_output_dir
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-TASKS = ("train", *TRAINED_RUN_TASKS, "benchmark")
+DATA_TASKS = ("download", "inspect", "combine")  # no network involved: model settings are not checked
+TASKS = ("train", *TRAINED_RUN_TASKS, "benchmark", *DATA_TASKS)
 VAL_MODES = ("paper", "deterministic")
 PREDICT_FITS = ("resize", "pad")
 EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
@@ -125,6 +126,8 @@ def validate(cfg: DictConfig) -> None:
             f"parallel.device_num={cfg.parallel.device_num}: data-parallel training is not available yet; "
             "use parallel.device_num=1 (task=benchmark projects a multi-device run from one device)"
         )
+    if cfg.task in DATA_TASKS:
+        return
     data, gen = cfg.dataset, cfg.model.generator
     if data.crop_size > data.load_size:
         raise Pix2PixError(

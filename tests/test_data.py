@@ -133,6 +133,20 @@ def test_not_a_pair_is_named(tmp_path):
         make_data(tmp_path).prepare()
 
 
+def test_non_square_halves_are_resized_and_said_once(tmp_path, caplog):
+    """maps-like files of any size: each half goes to load_size x load_size, one log line says so."""
+    write_pairs(tmp_path / "val", 1)
+    write_pairs(tmp_path / "train", 1)
+    for i in range(3):
+        Image.new("RGB", (96, 32), (40 * i, 0, 0)).save(tmp_path / "train" / f"wide{i}.png")
+    data = make_data(tmp_path)
+    with caplog.at_level(logging.INFO):
+        data.prepare()
+    assert caplog.text.count("not square") == 1 and "halves are 48x32" in caplog.text
+    a, b = next(data.train_dataset().create_tuple_iterator(num_epochs=1))
+    assert a.shape == b.shape
+
+
 @pytest.mark.parametrize("mode", ["L", "RGBA"])
 def test_grayscale_and_rgba_are_converted_with_a_warning(tmp_path, caplog, mode):
     write_pairs(tmp_path / "val", 1, mode=mode)

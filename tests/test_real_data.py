@@ -33,3 +33,13 @@ def test_maps_1200x600_pairs_train(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "training 1 epochs x 64 steps" in (run_dir / "launch.log").read_text()
     assert json.loads((run_dir / "metrics.json").read_text())["val_L1"] > 0
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "facades").is_dir(), reason="no ../shared/data/facades here")
+def test_inspect_real_facades(tmp_path):
+    args = ["task=inspect", "dataset=facades", f"paths.data_dir={SHARED_DATA}", f"hydra.run.dir={tmp_path}"]
+    result = run_launch(args, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "train: 400 pairs" in output and "test: 106 pairs" in output and "sizes 512x256 (400)" in output
+    assert (tmp_path / "preview_facades_BtoA.png").is_file()

@@ -115,7 +115,7 @@ def snapshot(folder: Path) -> dict[str, str]:
         (["model.lamda_L1=3"], "'model.lamda_L1' is not a config key"),
         (["dataset.crop_size=512"], "dataset.crop_size=512 is larger than dataset.load_size=286"),
         (["dataset.crop_size=128"], "dataset.crop_size must be a multiple of 256"),
-        (["dataset=facades"], "no folder {data}/facades/train"),
+        (["dataset=facades"], "dataset=facades: no data in {data}/facades; download it first with"),
         (["dataset=folder", "dataset.root={data}/empty"], "no images"),
         (["device=gpu"], "device=gpu is not available: CUDA_HOME is not set"),
         (["device=ascend"], "device=ascend is not available: the CANN environment is not set up"),

@@ -53,10 +53,11 @@ def open_pair(path: Path, warn: bool = False) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as err:
         raise Pix2PixError(f"{path}: corrupt or truncated image ({err}); replace or delete the file") from None
     width, height = size
-    if width != 2 * height:
+    if not height < width < 4 * height:  # each half's aspect ratio between 1:2 and 2:1
         raise Pix2PixError(
-            f"{path}: {width}x{height} is not an aligned A|B pair (width must be twice the height, "
-            "A on the left, B on the right); combine A and B side by side or remove the file"
+            f"{path}: {width}x{height} is not an aligned A|B pair (A on the left, B on the right: the width "
+            "is twice a half's width, usually twice the height); combine A and B side by side "
+            "(task=combine) or remove the file"
         )
     if warn and mode != "RGB":
         log.warning("%s: %s image converted to RGB", path, mode)
@@ -156,6 +157,10 @@ class AlignedData:
         dataset_size: int | None = None,
         num_val_samples: int = 4,
         seed: int = 0,
+        url: str | None = None,
+        sha256: str | None = None,
+        download: bool = False,
+        download_note: str | None = None,
     ):
         if direction not in DIRECTIONS:
             raise Pix2PixError(f"dataset.direction={direction!r}: use AtoB or BtoA")
@@ -178,10 +183,32 @@ class AlignedData:
         self.dataset_size = dataset_size
         self.num_val_samples = num_val_samples
         self.seed = seed
+        self.url = url
+        self.sha256 = sha256
+        self.download = download
+        self.download_note = download_note
         self._files: dict[str, list[Path]] = {}
+        self._said_non_square = False
 
     def ensure_present(self) -> None:
-        """Make the files available (generated or downloaded datasets override this)."""
+        """Download the dataset when it is missing and dataset.download=true; otherwise say how."""
+        if self.train_dir.is_dir() or not (self.url or self.download_note):
+            return  # present, or a folder dataset: find_images names what is missing
+        if not self.download:
+            raise Pix2PixError(
+                f"dataset={self.name}: no data in {self.root}; download it first with "
+                f"'python launch.py task=download dataset={self.name}' (add the same paths.data_dir / dataset.root), "
+                "or add dataset.download=true to download before training"
+            )
+        self.fetch()
+
+    def fetch(self, progress_bar: bool = True) -> Path:
+        """Download, verify and extract the official archive into `root` (see pix2pix.data.download)."""
+        from pix2pix.data.download import download_dataset
+
+        if not self.url:
+            raise Pix2PixError(f"dataset={self.name} cannot be downloaded: {self.download_note or 'no dataset.url'}")
+        return download_dataset(self.url, self.sha256, self.root, progress_bar)
 
     def split_folder(self, split: str) -> Path:
         """The folder of `split`: train, val (the dataset's validation split) or a folder name under root."""
@@ -198,7 +225,7 @@ class AlignedData:
         for split, folder in (("train", self.train_dir), ("val", self.val_dir)):
             files = find_images(folder, f"dataset={self.name} {split} split")
             for path in files:
-                open_pair(path, warn=True)
+                self._note_size(path, open_pair(path, warn=True).size)
             self._files[split] = files
         n_train = len(self._files["train"])
         if n_train < self.batch_size:
@@ -212,6 +239,20 @@ class AlignedData:
                 self.dataset_size,
                 self.train_dir,
                 n_train,
+            )
+
+    def _note_size(self, path: Path, size: tuple[int, int]) -> None:
+        """Say once that halves are not square (maps: 600x600 is, a 1200x500 pair is not)."""
+        width, height = size
+        if width != 2 * height and not self._said_non_square:
+            self._said_non_square = True
+            log.info(
+                "%s: halves are %dx%d, not square; every half is resized to %dx%d (load_size)",
+                path,
+                width // 2,
+                height,
+                self.load_size,
+                self.load_size,
             )
 
     def files(self, split: str) -> list[Path]:

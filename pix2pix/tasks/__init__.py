@@ -8,7 +8,7 @@ import sys
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pix2pix.config import TASKS, validate
+from pix2pix.config import DATA_TASKS, TASKS, validate
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import TRAINED_RUN_TASKS, open_trained_run
 
@@ -30,6 +30,11 @@ def run_task(cfg: DictConfig) -> float | None:
             from pix2pix.tasks.train import train
 
             return train(cfg)[cfg.optimized_metric]
+        if cfg.task in DATA_TASKS:
+            from pix2pix.tasks import datasets
+
+            getattr(datasets, cfg.task)(cfg)
+            return None
         if cfg.task == "benchmark":
             from pix2pix.tasks.benchmark import benchmark
 
