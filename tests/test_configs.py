@@ -104,7 +104,10 @@ def test_objects_come_from_targets(compose_cfg):
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (["dataset=facade"], "dataset=facade: no such option; choose one of facades, folder, maps, synthetic"),
+        (
+            ["dataset=facade"],
+            "dataset=facade: no such option; choose one of cityscapes, edges2handbags, edges2shoes, facades",
+        ),
         (["model/generator=unet_512"], "model/generator=unet_512: no such option"),
         (["model.lamda_L1=10"], "'model.lamda_L1' is not a config key"),
         (

@@ -111,7 +111,10 @@ def snapshot(folder: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["dataset=facade"], "dataset=facade: no such option; choose one of facades, folder, maps, synthetic"),
+        (
+            ["dataset=facade"],
+            "dataset=facade: no such option; choose one of cityscapes, edges2handbags, edges2shoes, facades",
+        ),
         (["model.lamda_L1=3"], "'model.lamda_L1' is not a config key"),
         (["dataset.crop_size=512"], "dataset.crop_size=512 is larger than dataset.load_size=286"),
         (["dataset.crop_size=128"], "dataset.crop_size must be a multiple of 256"),
