@@ -126,6 +126,9 @@ def validate(cfg: DictConfig) -> None:
             f"parallel.device_num={cfg.parallel.device_num}: data-parallel training is not available yet; "
             "use parallel.device_num=1 (task=benchmark projects a multi-device run from one device)"
         )
+    keep_last = cfg.checkpoint.get("keep_last")
+    if keep_last is not None and keep_last < 1:
+        raise Pix2PixError(f"checkpoint.keep_last={keep_last}: use 1 or more, or null to keep every epoch_NNN.ckpt")
     if cfg.task in DATA_TASKS:
         return
     data, gen = cfg.dataset, cfg.model.generator

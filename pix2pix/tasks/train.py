@@ -55,6 +55,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         run_dir=run_dir,
         base_lr=cfg.optimizer.learning_rate,
         checkpoint_every=cfg.checkpoint.every,
+        keep_last=cfg.checkpoint.keep_last,
+        nan_at_step=cfg.fault.nan_at_step,
         val_mode=cfg.val.mode,
         val_num_images=cfg.val.num_images,
         progress_bar=cfg.logging.progress_bar,

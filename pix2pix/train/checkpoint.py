@@ -42,7 +42,11 @@ def training_state(step: nn.Cell) -> dict[str, ms.Parameter]:
 
 
 def save(path: Path, state: dict[str, ms.Parameter], meta: dict[str, int | float | str]) -> Path:
-    """Write `state` and `meta` to `path` without ever leaving a half-written file there."""
+    """Write `state` and `meta` to `path` without ever leaving a half-written file there.
+
+    A failed write (disk full, file-size limit, permissions) removes the partial file, leaves any
+    earlier file at `path` untouched, and is raised as one line that names the folder.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}.ckpt")
     try:
@@ -51,9 +55,27 @@ def save(path: Path, state: dict[str, ms.Parameter], meta: dict[str, int | float
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        kept = f"{path.name} is unchanged" if path.exists() else "no earlier checkpoint was there"
+        raise Pix2PixError(
+            f"{path}: writing the checkpoint failed ({err.strerror or err}); the partial file was removed and "
+            f"{kept}; free space in {path.parent} (or lower checkpoint.keep_last)"
+        ) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        for leftover in (tmp, tmp.with_suffix(".tmp")):  # MindSpore writes <name>.tmp before its own rename
+            leftover.unlink(missing_ok=True)
     return path
+
+
+def prune(folder: Path, keep_last: int | None) -> list[Path]:
+    """Delete all but the `keep_last` newest epoch_NNN.ckpt files (last.ckpt is never touched)."""
+    if not keep_last:
+        return []
+    periodic = sorted(folder.glob("epoch_*.ckpt"), key=lambda p: int(p.stem.split("_")[1]))
+    doomed = periodic[:-keep_last]
+    for old in doomed:
+        old.unlink()
+    return doomed
 
 
 def load(path: Path) -> dict[str, ms.Parameter]:

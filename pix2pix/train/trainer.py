@@ -15,6 +15,7 @@ from mindspore import ops
 from tqdm import tqdm
 
 from pix2pix.data.aligned import AlignedData
+from pix2pix.errors import Pix2PixError
 from pix2pix.evaluate.metrics import image_metrics
 from pix2pix.track.samples import make_grid, save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
@@ -33,6 +34,8 @@ class TrainerSettings:
     run_dir: Path
     base_lr: float
     checkpoint_every: int = 50
+    keep_last: int | None = None
+    nan_at_step: int | None = None  # fault injection for tests: this global step's input becomes NaN
     val_mode: str = "paper"
     val_num_images: int | None = None
     progress_bar: bool = True
@@ -93,6 +96,21 @@ class Trainer:
         every = self.settings.checkpoint_every
         if every and epoch % every == 0:
             checkpoint.save(folder / f"epoch_{epoch:03d}.ckpt", state, meta)
+            for old in checkpoint.prune(folder, self.settings.keep_last):
+                log.info("removed %s (checkpoint.keep_last=%d)", old.name, self.settings.keep_last)
+
+    def check_finite(self, losses: dict[str, float], epoch: int, step: int) -> None:
+        """Stop at the first NaN or Inf loss: before the epoch's checkpoint, so no good one is overwritten."""
+        bad = next((name for name, value in losses.items() if not np.isfinite(value)), None)
+        if bad is None:
+            return
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        good = f"the last good checkpoint is {last} (epoch {epoch - 1})" if last.exists() else "no checkpoint yet"
+        raise Pix2PixError(
+            f"{bad} is {losses[bad]} at epoch {epoch}, step {step} (global step {self.global_step}); "
+            f"training stopped and nothing was saved from this epoch: {good}; "
+            "lower optimizer.learning_rate or check the data"
+        )
 
     def train_epoch(self, epoch: int, batches, steps: int) -> dict[str, float]:
         sums = dict.fromkeys(LOSS_NAMES, 0.0)
@@ -101,10 +119,13 @@ class Trainer:
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.schedule.total_epochs}", disable=not show, leave=False)
         self.step.set_train(True)
         for real_A, real_B in batches:
+            if self.global_step + 1 == self.settings.nan_at_step:
+                real_A = ms.Tensor(np.full(real_A.shape, np.nan, np.float32))
             start = time.perf_counter()
             losses = [float(x) for x in self.step(real_A, real_B)]
             times.append(time.perf_counter() - start)
             self.global_step += 1
+            self.check_finite(dict(zip(LOSS_NAMES, losses)), epoch, len(times))
             if self.global_step == 1:
                 log.info("first step: %.1f s (includes graph compilation)", times[0])
             values = dict(zip(LOSS_NAMES, losses))
