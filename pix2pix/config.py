@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pix2pix.errors import Pix2PixError
-from pix2pix.runs import TRAINED_RUN_TASKS, open_trained_run, task_output_dir
+from pix2pix.runs import TRAINED_RUN_TASKS, hydra_record_dir, open_trained_run, task_output_dir, uses_trained_run
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -35,6 +35,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
     if not OmegaConf.has_resolver("task_dir"):
         OmegaConf.register_new_resolver("task_dir", task_output_dir)
+    if not OmegaConf.has_resolver("record_dir"):
+        OmegaConf.register_new_resolver("record_dir", hydra_record_dir)
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -66,7 +68,7 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
             check_value_types(cfg, compose(config_name="config", overrides=choices), overrides)
-            if cfg.task in TRAINED_RUN_TASKS:
+            if uses_trained_run(cfg.task, cfg.ckpt):
                 cfg = open_trained_run(cfg, overrides).cfg
             for group in ("dataset", "model", "optimizer", "schedule", "device", "parallel"):
                 OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)

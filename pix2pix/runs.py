@@ -6,6 +6,7 @@ No MindSpore here: launch.py checks `ckpt=` with these functions before Hydra st
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ TRAINED_RUN_TASKS = ("eval", "predict", "export")
 
 # Keys that describe this invocation, not the trained model: they come from the command
 # line's config. Everything else (model, dataset, seed, paths, ...) comes from the run.
-INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "parallel", "logging")
+INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "parallel", "logging", "fault")
 
 RECORDED_CONFIG = Path(".hydra") / "config.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -49,19 +50,38 @@ def run_folder_of(checkpoint: Path) -> Path | None:
     return folder if (folder / RECORDED_CONFIG).is_file() else None
 
 
+def uses_trained_run(task: str, ckpt: str | None) -> bool:
+    """eval/predict/export, and train with ckpt= (a resumed run)."""
+    return task in TRAINED_RUN_TASKS or (task == "train" and bool(ckpt))
+
+
+def _run_folder_or_none(task: str, ckpt: str | None) -> Path | None:
+    if not (ckpt and uses_trained_run(task, ckpt)):
+        return None
+    try:
+        return run_folder_of(locate_checkpoint(str(ckpt), task))
+    except Pix2PixError:
+        return None
+
+
 def task_output_dir(task: str, ckpt: str | None, default: str) -> str:
-    """Hydra's run folder: `<run>/<task>` for eval/predict/export of a run, else `default`.
+    """Hydra's run folder: the run itself when resuming it, `<run>/<task>` for eval/predict/export
+    of a run, else `default`.
 
     Used as a resolver in hydra.run.dir, so it never raises: a bad `ckpt=` is reported by the task.
     """
-    if task in TRAINED_RUN_TASKS and ckpt:
-        try:
-            folder = run_folder_of(locate_checkpoint(str(ckpt), task))
-        except Pix2PixError:
-            folder = None
-        if folder is not None:
-            return str(folder / task)
-    return default
+    folder = _run_folder_or_none(task, ckpt)
+    if folder is None:
+        return default
+    return str(folder if task == "train" else folder / task)
+
+
+def hydra_record_dir(task: str, ckpt: str | None) -> str:
+    """Where Hydra writes its record: `.hydra`, or `.hydra/resume-TIME` when resuming a run (so the
+    run's own `.hydra/config.yaml` stays what it trained with)."""
+    if task == "train" and _run_folder_or_none(task, ckpt) is not None:
+        return f".hydra/resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    return ".hydra"
 
 
 def recorded_config(current: DictConfig, folder: Path, overrides: list[str]) -> DictConfig:
@@ -104,8 +124,27 @@ class TrainedRun:
     folder: Path | None  # None: a loose checkpoint file, configured by the command line alone
 
 
+NETWORK_KEYS = ("model.generator", "model.discriminator")
+
+
+def refuse_network_changes(folder: Path, cfg: DictConfig) -> None:
+    """A resumed run keeps the networks its checkpoint holds: any change to them is refused."""
+    recorded = OmegaConf.load(folder / RECORDED_CONFIG)
+    for key in NETWORK_KEYS:
+        before = OmegaConf.to_container(OmegaConf.select(recorded, key), resolve=True)
+        after = OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                raise Pix2PixError(
+                    f"{key}.{name}: {before.get(name)} -> {after.get(name)} changes the networks in the checkpoint; "
+                    "a resumed run keeps its model: drop that override, or start a new run"
+                )
+
+
 def open_trained_run(current: DictConfig, overrides: list[str]) -> TrainedRun:
     checkpoint = locate_checkpoint(current.ckpt, current.task)
     folder = run_folder_of(checkpoint)
     cfg = recorded_config(current, folder, overrides) if folder else current
+    if folder and current.task == "train":
+        refuse_network_changes(folder, cfg)
     return TrainedRun(cfg=cfg, checkpoint=checkpoint, folder=folder)

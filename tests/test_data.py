@@ -89,18 +89,24 @@ def test_pipeline_batches_and_reshuffles_every_epoch(tmp_path):
     write_pairs(tmp_path / "train", 8)
     write_pairs(tmp_path / "val", 1)
     data = make_data(tmp_path, batch_size=2, flip=False)
-    dataset = data.train_dataset()
-    assert dataset.get_dataset_size() == 4  # from the files, never hand-set
+    assert data.steps_per_epoch() == 4  # from the files, never hand-set
+    batches = list(data.train_dataset(1, 3).create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert len(batches) == 3 * 4
     orders = []
-    epochs = dataset.create_tuple_iterator(num_epochs=3, output_numpy=True)  # as the trainer does
-    for _ in range(3):
+    for epoch in range(3):
         seen = []
-        for real_A, real_B in epochs:
+        for real_A, real_B in batches[4 * epoch : 4 * epoch + 4]:
             assert real_A.shape == (2, 3, 32, 32) and real_B.shape == (2, 3, 32, 32)
             seen += [round((float(x.mean()) + 1) * 127.5 / 10) for x in real_A]
         orders.append(seen)
     assert all(sorted(order) == list(range(8)) for order in orders)
     assert len({tuple(order) for order in orders}) > 1
+    # A stream that starts at epoch 2, step 3 reads what the whole stream read there, jitter included.
+    resumed = list(data.train_dataset(2, 3, skip_steps=3).create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert len(resumed) == 4 + 1
+    for (a, b), (a0, b0) in zip(resumed, batches[7:]):
+        np.testing.assert_array_equal(a, a0)
+        np.testing.assert_array_equal(b, b0)
 
 
 def test_missing_folder_says_where_it_looked(tmp_path):

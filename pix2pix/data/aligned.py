@@ -102,36 +102,57 @@ def transform(img: Image.Image, load_size: int, crop_size: int, jitter: Jitter |
 
 
 class AlignedPairSource:
-    """Random-access source of (A, B) float arrays for `mindspore.dataset.GeneratorDataset`."""
+    """Random-access source of (A, B) float arrays; `jitter_seed` fixes one item's random crop and flip."""
 
-    def __init__(
-        self,
-        files: list[Path],
-        direction: str,
-        load_size: int,
-        crop_size: int,
-        flip: bool,
-        train: bool,
-        seed: int,
-    ):
+    def __init__(self, files: list[Path], direction: str, load_size: int, crop_size: int, flip: bool):
         self.files = files
         self.direction = direction
         self.load_size = load_size
         self.crop_size = crop_size
         self.flip = flip
-        self.train = train
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def item(self, index: int, jitter_seed: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Pair `index`: jittered with an RNG seeded by `jitter_seed` (training), or just resized (None)."""
         a, b = split_pair(open_pair(self.files[index]), self.direction)
-        jitter = Jitter.draw(self.rng, self.load_size, self.crop_size, self.flip) if self.train else None
+        jitter = None
+        if jitter_seed is not None:
+            jitter = Jitter.draw(np.random.default_rng(jitter_seed), self.load_size, self.crop_size, self.flip)
         return (
             transform(a, self.load_size, self.crop_size, jitter),
             transform(b, self.load_size, self.crop_size, jitter),
         )
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.item(index)
+
+
+class EpochStream:
+    """The training pairs of epochs first..last, in a shuffled order per epoch.
+
+    Order and jitter come from (seed, epoch, index) alone, never from what was read before, so a
+    run resumed at epoch E, step S reads exactly the pairs an uninterrupted run reads there.
+    Each epoch yields steps * batch_size pairs (the last partial batch is dropped).
+    """
+
+    def __init__(self, source: AlignedPairSource, batch_size: int, seed: int, first: int, last: int, skip: int = 0):
+        self.source = source
+        self.batch_size = batch_size
+        self.seed = seed
+        self.first, self.last, self.skip = first, last, skip
+
+    def order(self, epoch: int) -> np.ndarray:
+        steps = len(self.source) // self.batch_size
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))[: steps * self.batch_size]
+
+    def __iter__(self):
+        for epoch in range(self.first, self.last + 1):
+            order = self.order(epoch)
+            start = self.skip * self.batch_size if epoch == self.first else 0
+            for index in order[start:]:
+                yield self.source.item(int(index), [self.seed, epoch, int(index)])
 
 
 class AlignedData:
@@ -260,18 +281,18 @@ class AlignedData:
             self.prepare()
         return self._files[split]
 
-    def train_dataset(self) -> msds.Dataset:
-        """Jittered, batched (last partial batch dropped) and shuffled anew each epoch: iterate
-        one `create_tuple_iterator(num_epochs=N)` N times (a fresh iterator per epoch repeats
-        the first epoch's order)."""
-        source = AlignedPairSource(
-            self.files("train"), self.direction, self.load_size, self.crop_size, self.flip, True, self.seed
-        )
-        msds.config.set_seed(self.seed)
+    def steps_per_epoch(self) -> int:
+        return len(self.files("train")) // self.batch_size
+
+    def train_dataset(self, first_epoch: int = 1, last_epoch: int = 1, skip_steps: int = 0) -> msds.Dataset:
+        """Batches of epochs first..last in one stream (iterate it once, `steps_per_epoch()` batches per
+        epoch), starting `skip_steps` batches into the first: where a resumed run continues."""
+        source = AlignedPairSource(self.files("train"), self.direction, self.load_size, self.crop_size, self.flip)
+        stream = EpochStream(source, self.batch_size, self.seed, first_epoch, last_epoch, skip_steps)
         dataset = msds.GeneratorDataset(
-            source,
+            stream,
             column_names=["real_A", "real_B"],
-            shuffle=True,
+            shuffle=False,
             num_parallel_workers=1,
             python_multiprocessing=False,
         )
@@ -279,8 +300,6 @@ class AlignedData:
 
     def val_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first `limit` validation pairs, resized to crop_size, as two NCHW arrays."""
-        source = AlignedPairSource(
-            self.files("val")[:limit], self.direction, self.load_size, self.crop_size, False, False, self.seed
-        )
+        source = AlignedPairSource(self.files("val")[:limit], self.direction, self.load_size, self.crop_size, False)
         pairs = [source[i] for i in range(len(source))]
         return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])

@@ -19,6 +19,32 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def train_or_resume(cfg: DictConfig) -> float:
+    """task=train; with ckpt=, the run continues (the run's config, overrides that keep its networks)."""
+    from pix2pix.tasks.train import train
+    from pix2pix.train.trainer import Interrupted
+
+    resume_from = None
+    if cfg.ckpt:
+        overrides = [o for o in command_line_overrides() if not o.startswith(("ckpt=", "task="))]
+        run = open_trained_run(cfg, overrides)
+        validate(run.cfg)
+        cfg, resume_from = run.cfg, run.checkpoint
+        if overrides:
+            log.info("resuming with these overrides on the run's config: %s", " ".join(overrides))
+    try:
+        return train(cfg, resume_from)[cfg.optimized_metric]
+    except KeyboardInterrupt:
+        log.warning("stopped at once by a second signal; the newest complete checkpoint is intact")
+        sys.exit(130)
+    except Interrupted as stop:
+        run_dir = stop.checkpoint_path.parent.parent
+        log.warning(
+            "stopped by %s; %s is written; resume with: python launch.py ckpt=%s", stop, stop.checkpoint_path, run_dir
+        )
+        sys.exit(128 + stop.signum)
+
+
 def run_task(cfg: DictConfig) -> float | None:
     """Run `cfg.task`; a Pix2PixError becomes one logged line and exit status 2.
 
@@ -27,9 +53,7 @@ def run_task(cfg: DictConfig) -> float | None:
     """
     try:
         if cfg.task == "train":
-            from pix2pix.tasks.train import train
-
-            return train(cfg)[cfg.optimized_metric]
+            return train_or_resume(cfg)
         if cfg.task in DATA_TASKS:
             from pix2pix.tasks import datasets
 

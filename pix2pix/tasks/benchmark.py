@@ -116,9 +116,8 @@ def experiment_name() -> str | None:
 
 def time_steps(step, data: AlignedData, total: int) -> list[float]:
     """Seconds of each of `total` steps (the first includes graph compilation)."""
-    dataset = data.train_dataset()
-    epochs = math.ceil(total / dataset.get_dataset_size())
-    batches = dataset.create_tuple_iterator(num_epochs=epochs)
+    epochs = math.ceil(total / data.steps_per_epoch())
+    batches = data.train_dataset(1, epochs).create_tuple_iterator(num_epochs=1)
     times = []
     step.set_train(True)
     for real_A, real_B in batches:

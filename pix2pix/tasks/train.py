@@ -11,8 +11,9 @@ from omegaconf import DictConfig
 from pix2pix.models.layers import count_params
 from pix2pix.runtime import describe_cpu_kernels, seed_everything, setup_device
 from pix2pix.track.tensorboard import RunWriter
+from pix2pix.train import checkpoint
 from pix2pix.train.step import Pix2PixTrainStep
-from pix2pix.train.trainer import Trainer, TrainerSettings
+from pix2pix.train.trainer import ResumePoint, Trainer, TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,32 @@ def build_train_step(cfg: DictConfig) -> Pix2PixTrainStep:
     )
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def resume_point(step: Pix2PixTrainStep, path: Path) -> ResumePoint:
+    """Restore G, D and both optimizers from `path`; where the run stood when it was written."""
+    loaded = checkpoint.load(path)
+    checkpoint.restore(checkpoint.training_state(step), loaded, path)
+
+    def meta(key: str, default: float) -> float:
+        return float(loaded[key].asnumpy()) if key in loaded else default
+
+    point = ResumePoint(
+        epoch=int(meta("epoch", 0)),
+        step_in_epoch=int(meta("step_in_epoch", 0)),
+        global_step=int(meta("global_step", 0)),
+        val_L1_before=meta("val_L1_before", float("nan")),
+    )
+    log.info(
+        "resuming from %s: %d epochs and %d steps done (global step %d)",
+        path,
+        point.epoch,
+        point.step_in_epoch,
+        point.global_step,
+    )
+    return point
+
+
+def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
+    """Train as `cfg` says; with `resume_from`, continue that checkpoint's run in `cfg`'s run folder."""
     run_dir = Path(cfg.paths.output_dir)
     device = setup_device(**cfg.device)
     log.info("device: %s%s", device, f" ({describe_cpu_kernels()})" if device == "cpu" else f" {cfg.device.device_id}")
@@ -49,21 +75,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
     data = instantiate(cfg.dataset)
     data.prepare()
     step = build_train_step(cfg)
-    writer = RunWriter(run_dir / "tensorboard")
-    writer.config(cfg)
+    resume = resume_point(step, resume_from) if resume_from else None
+    for stale in checkpoint.partial_files(run_dir / "checkpoints"):
+        stale.unlink()  # a write cut short by a kill; the checkpoint it would have replaced is intact
+        log.info("removed %s, left by an interrupted checkpoint write", stale.name)
+    writer = RunWriter(run_dir / "tensorboard", purge_step=resume.global_step + 1 if resume else None)
+    if resume is None:
+        writer.config(cfg)
     settings = TrainerSettings(
         run_dir=run_dir,
         base_lr=cfg.optimizer.learning_rate,
         checkpoint_every=cfg.checkpoint.every,
-        keep_last=cfg.checkpoint.keep_last,
+        keep_last=cfg.checkpoint.get("keep_last"),
         nan_at_step=cfg.fault.nan_at_step,
+        kill_at_step=cfg.fault.kill_at_step,
+        kill_in_save=cfg.fault.kill_in_save,
+        signal_at_step=cfg.fault.signal_at_step,
+        signal_name=cfg.fault.signal_name,
+        signal_times=cfg.fault.signal_times,
         val_mode=cfg.val.mode,
         val_num_images=cfg.val.num_images,
         progress_bar=cfg.logging.progress_bar,
         seed=cfg.seed,
     )
     try:
-        metrics = Trainer(step, data, instantiate(cfg.schedule), writer, settings).fit()
+        metrics = Trainer(step, data, instantiate(cfg.schedule), writer, settings).fit(resume)
         names = ("val_L1", "val_L1_before", "val_psnr", "val_ssim")
         writer.hparams(cfg, {f"hparams/{name}": metrics[name] for name in names})
     finally:

@@ -33,8 +33,13 @@ def flat_hparams(cfg: DictConfig) -> dict[str, float | int | str | bool]:
 class RunWriter:
     """Scalars per step, sample grids per epoch, the config as text, hparams with final metrics."""
 
-    def __init__(self, logdir: Path):
-        self.writer = SummaryWriter(str(logdir))
+    def __init__(self, logdir: Path, purge_step: int | None = None):
+        """purge_step (a resumed run): TensorBoard drops points at or after it from earlier event
+        files, so steps re-run after a crash appear once."""
+        self.writer = SummaryWriter(str(logdir), purge_step=purge_step)
+
+    def flush(self) -> None:
+        self.writer.flush()
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():

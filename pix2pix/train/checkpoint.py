@@ -4,6 +4,7 @@ MindSpore .ckpt file written atomically (temporary file, fsync, rename) with a C
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import mindspore as ms
@@ -41,7 +42,12 @@ def training_state(step: nn.Cell) -> dict[str, ms.Parameter]:
     }
 
 
-def save(path: Path, state: dict[str, ms.Parameter], meta: dict[str, int | float | str]) -> Path:
+def save(
+    path: Path,
+    state: dict[str, ms.Parameter],
+    meta: dict[str, int | float | str],
+    before_rename: Callable[[], None] | None = None,
+) -> Path:
     """Write `state` and `meta` to `path` without ever leaving a half-written file there.
 
     A failed write (disk full, file-size limit, permissions) removes the partial file, leaves any
@@ -54,6 +60,8 @@ def save(path: Path, state: dict[str, ms.Parameter], meta: dict[str, int | float
         ms.save_checkpoint(entries, str(tmp), append_dict=dict(meta), crc_check=True)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if before_rename:  # fault injection (tests): a kill between the write and the rename
+            before_rename()
         os.replace(tmp, path)
     except OSError as err:
         kept = f"{path.name} is unchanged" if path.exists() else "no earlier checkpoint was there"
@@ -65,6 +73,11 @@ def save(path: Path, state: dict[str, ms.Parameter], meta: dict[str, int | float
         for leftover in (tmp, tmp.with_suffix(".tmp")):  # MindSpore writes <name>.tmp before its own rename
             leftover.unlink(missing_ok=True)
     return path
+
+
+def partial_files(folder: Path) -> list[Path]:
+    """Temporary files of checkpoint writes that never finished (the process was killed)."""
+    return sorted(folder.glob(".*.partial-*")) if folder.is_dir() else []
 
 
 def prune(folder: Path, keep_last: int | None) -> list[Path]:

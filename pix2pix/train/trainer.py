@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -35,11 +38,70 @@ class TrainerSettings:
     base_lr: float
     checkpoint_every: int = 50
     keep_last: int | None = None
-    nan_at_step: int | None = None  # fault injection for tests: this global step's input becomes NaN
+    nan_at_step: int | None = None  # fault injection (tests): this global step's input becomes NaN
+    kill_at_step: int | None = None  # fault injection (tests): SIGKILL after this global step
+    kill_in_save: int | None = None  # fault injection (tests): SIGKILL inside the Nth checkpoint write
+    signal_at_step: int | None = None  # fault injection (tests): send `signal_name` to itself after this step
+    signal_name: str = "SIGINT"
+    signal_times: int = 1
     val_mode: str = "paper"
     val_num_images: int | None = None
     progress_bar: bool = True
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a checkpoint left a run: epochs completed, steps into the next epoch, global step."""
+
+    epoch: int
+    step_in_epoch: int
+    global_step: int
+    val_L1_before: float
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint of the last finished step was written."""
+
+    def __init__(self, signum: int, checkpoint_path: Path):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.checkpoint_path = checkpoint_path
+
+
+class StopRequests:
+    """SIGINT/SIGTERM handlers for the training loop: the first asks it to stop after the current
+    step (with a checkpoint); a second one stops at once (KeyboardInterrupt; writes are atomic)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous = {}
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning(
+            "%s: stopping after the current step to write a checkpoint (again: stop at once)",
+            signal.Signals(signum).name,
+        )
+
+    def __enter__(self) -> StopRequests:
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def reinstall(self) -> None:
+        """MindSpore puts its own C-level SIGINT handler in place while it runs (measured: Ctrl-C then
+        arrives here as SIGTERM); ours goes back on top after every step, one cheap syscall each."""
+        for sig in self.SIGNALS:
+            signal.signal(sig, self.handle)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def format_seconds(seconds: float) -> str:
@@ -64,6 +126,10 @@ class Trainer:
         self.settings = settings
         self.run_dir = settings.run_dir
         self.global_step = 0
+        self.val_L1_before = float("nan")
+        self.first_epoch = 1
+        self.first_step_logged = False
+        self.saves = 0
 
     def set_learning_rate(self, lr: float) -> None:
         # ops.assign reaches the compiled graph; Parameter.set_data on it is ignored there.
@@ -88,16 +154,31 @@ class Trainer:
         save_png(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
         self.writer.image("samples", grid, epoch)
 
-    def save_checkpoint(self, epoch: int) -> None:
+    def save_checkpoint(self, epoch: int, step_in_epoch: int = 0) -> Path:
+        """last.ckpt after `epoch` complete epochs and `step_in_epoch` steps of the next (a mid-epoch
+        checkpoint is written on SIGINT/SIGTERM); plus epoch_NNN.ckpt every checkpoint.every epochs."""
         state = checkpoint.training_state(self.step)
-        meta = {"epoch": epoch, "global_step": self.global_step, "seed": self.settings.seed}
+        meta = {
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": self.global_step,
+            "seed": self.settings.seed,
+            "val_L1_before": self.val_L1_before,
+        }
         folder = self.run_dir / "checkpoints"
-        checkpoint.save(folder / "last.ckpt", state, meta)
+        last = checkpoint.save(folder / "last.ckpt", state, meta, before_rename=self.kill_hook)
         every = self.settings.checkpoint_every
-        if every and epoch % every == 0:
-            checkpoint.save(folder / f"epoch_{epoch:03d}.ckpt", state, meta)
+        if every and epoch % every == 0 and step_in_epoch == 0:
+            checkpoint.save(folder / f"epoch_{epoch:03d}.ckpt", state, meta, before_rename=self.kill_hook)
             for old in checkpoint.prune(folder, self.settings.keep_last):
                 log.info("removed %s (checkpoint.keep_last=%d)", old.name, self.settings.keep_last)
+        return last
+
+    def kill_hook(self) -> None:
+        """Fault injection: SIGKILL this process between writing a checkpoint and renaming it."""
+        self.saves += 1
+        if self.saves == self.settings.kill_in_save:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def check_finite(self, losses: dict[str, float], epoch: int, step: int) -> None:
         """Stop at the first NaN or Inf loss: before the epoch's checkpoint, so no good one is overwritten."""
@@ -112,72 +193,112 @@ class Trainer:
             "lower optimizer.learning_rate or check the data"
         )
 
-    def train_epoch(self, epoch: int, batches, steps: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int, batches, steps: int, first_step: int, stop: StopRequests) -> dict[str, float]:
+        """Steps first_step+1..steps of `epoch`; on a stop request, a checkpoint and Interrupted."""
         sums = dict.fromkeys(LOSS_NAMES, 0.0)
         times: list[float] = []
         show = self.settings.progress_bar and sys.stderr.isatty()
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.schedule.total_epochs}", disable=not show, leave=False)
+        bar = tqdm(
+            total=steps,
+            initial=first_step,
+            desc=f"epoch {epoch}/{self.schedule.total_epochs}",
+            disable=not show,
+            leave=False,
+        )
         self.step.set_train(True)
-        for real_A, real_B in batches:
+        for step_in_epoch, (real_A, real_B) in enumerate(itertools.islice(batches, steps - first_step), first_step + 1):
             if self.global_step + 1 == self.settings.nan_at_step:
                 real_A = ms.Tensor(np.full(real_A.shape, np.nan, np.float32))
             start = time.perf_counter()
             losses = [float(x) for x in self.step(real_A, real_B)]
             times.append(time.perf_counter() - start)
             self.global_step += 1
-            self.check_finite(dict(zip(LOSS_NAMES, losses)), epoch, len(times))
-            if self.global_step == 1:
-                log.info("first step: %.1f s (includes graph compilation)", times[0])
             values = dict(zip(LOSS_NAMES, losses))
+            self.check_finite(values, epoch, step_in_epoch)
+            if len(times) == 1 and self.first_step_logged is False:
+                self.first_step_logged = True
+                log.info("first step: %.1f s (includes graph compilation)", times[0])
             for name, value in values.items():
                 sums[name] += value
             self.writer.scalars({**values, "step_time_ms": times[-1] * 1000}, self.global_step)
             bar.set_postfix(G_L1=f"{values['loss_G_L1']:.3f}", D=f"{values['loss_D_fake']:.3f}")
             bar.update()
+            stop.reinstall()
+            if self.global_step == self.settings.signal_at_step:
+                for _ in range(self.settings.signal_times):
+                    os.kill(os.getpid(), signal.Signals[self.settings.signal_name])
+            if self.global_step == self.settings.kill_at_step:
+                self.writer.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            if stop.signum is not None and step_in_epoch < steps:
+                self.writer.flush()
+                raise Interrupted(stop.signum, self.save_checkpoint(epoch - 1, step_in_epoch))
         bar.close()
-        # The first step of a run includes graph compilation: keep it out of the rate.
-        steady = times[1:] if len(times) > 1 and epoch == 1 else times
+        # The first step of a process includes graph compilation: keep it out of the rate.
+        steady = times[1:] if len(times) > 1 and first_step == 0 and epoch == self.first_epoch else times
         return {
             **{name: total / len(times) for name, total in sums.items()},
             "ms_per_step": 1000 * float(np.median(steady)),
         }
 
-    def fit(self) -> dict[str, float]:
+    def fit(self, resume: ResumePoint | None = None) -> dict[str, float]:
+        """Train from the start, or from `resume` (the state restored by the caller)."""
         settings = self.settings
         val_A, val_B = self.data.val_arrays(settings.val_num_images)
-        l1_before = self.validate(val_A, val_B)["L1"]
-        log.info(
-            "validation L1 of the untrained generator: %.4f (%d %s images, %s mode)",
-            l1_before,
-            len(val_A),
-            self.data.name,
-            settings.val_mode,
-        )
-        dataset = self.data.train_dataset()
-        steps = dataset.get_dataset_size()
-        total = self.schedule.total_epochs
-        log.info("training %d epochs x %d steps (batch %d)", total, steps, self.data.batch_size)
-        batches = dataset.create_tuple_iterator(num_epochs=total)
-        started = time.perf_counter()
-        for epoch in range(1, total + 1):
-            lr = settings.base_lr * self.schedule.factor(epoch - 1)
-            self.set_learning_rate(lr)
-            stats = self.train_epoch(epoch, batches, steps)
-            elapsed = time.perf_counter() - started
-            images_per_s = 1000 * self.data.batch_size / stats["ms_per_step"]
+        if resume is None:
+            self.val_L1_before = self.validate(val_A, val_B)["L1"]
             log.info(
-                "epoch %d/%d | %s | lr %.3g | %.0f ms/step | %.2f img/s | elapsed %s",
-                epoch,
-                total,
-                " ".join(f"{n} {stats[n]:.4f}" for n in LOSS_NAMES),
-                lr,
-                stats["ms_per_step"],
-                images_per_s,
-                format_seconds(elapsed),
+                "validation L1 of the untrained generator: %.4f (%d %s images, %s mode)",
+                self.val_L1_before,
+                len(val_A),
+                self.data.name,
+                settings.val_mode,
             )
-            self.writer.scalars({"lr": lr, "epoch_ms_per_step": stats["ms_per_step"]}, epoch)
-            self.save_samples(epoch, val_A, val_B)
-            self.save_checkpoint(epoch)
+            self.first_epoch, skip = 1, 0
+        else:
+            self.val_L1_before = resume.val_L1_before
+            self.global_step = resume.global_step
+            self.first_epoch, skip = resume.epoch + 1, resume.step_in_epoch
+        steps = self.data.steps_per_epoch()
+        total = self.schedule.total_epochs
+        if self.first_epoch > total:
+            raise Pix2PixError(
+                f"the checkpoint has all {total} epochs of this schedule done; lengthen it to continue "
+                "(e.g. schedule.n_epochs=...)"
+            )
+        log.info(
+            "training epochs %d-%d x %d steps (batch %d)%s",
+            self.first_epoch,
+            total,
+            steps,
+            self.data.batch_size,
+            f", resuming at step {skip + 1} of epoch {self.first_epoch}" if resume else "",
+        )
+        batches = self.data.train_dataset(self.first_epoch, total, skip).create_tuple_iterator(num_epochs=1)
+        started = time.perf_counter()
+        with StopRequests() as stop:
+            for epoch in range(self.first_epoch, total + 1):
+                lr = settings.base_lr * self.schedule.factor(epoch - 1)
+                self.set_learning_rate(lr)
+                stats = self.train_epoch(epoch, batches, steps, skip if epoch == self.first_epoch else 0, stop)
+                elapsed = time.perf_counter() - started
+                images_per_s = 1000 * self.data.batch_size / stats["ms_per_step"]
+                log.info(
+                    "epoch %d/%d | %s | lr %.3g | %.0f ms/step | %.2f img/s | elapsed %s",
+                    epoch,
+                    total,
+                    " ".join(f"{n} {stats[n]:.4f}" for n in LOSS_NAMES),
+                    lr,
+                    stats["ms_per_step"],
+                    images_per_s,
+                    format_seconds(elapsed),
+                )
+                self.writer.scalars({"lr": lr, "epoch_ms_per_step": stats["ms_per_step"]}, epoch)
+                self.save_samples(epoch, val_A, val_B)
+                self.save_checkpoint(epoch)
+                if stop.signum is not None:  # arrived during the epoch's last step: its checkpoint is written
+                    raise Interrupted(stop.signum, self.run_dir / "checkpoints" / "last.ckpt")
+        l1_before = self.val_L1_before
         final = self.validate(val_A, val_B)
         log.info(
             "validation L1 of the trained generator: %.4f (untrained: %.4f); PSNR %.2f dB, SSIM %.4f",
