@@ -174,3 +174,13 @@ def test_bad_settings(tmp_path):
     write_pairs(tmp_path / "val", 1)
     with pytest.raises(Pix2PixError, match="fewer than dataset.batch_size=4"):
         make_data(tmp_path, batch_size=4).prepare()
+
+
+def test_a_dataset_generated_twice_at_once_keeps_the_first(tmp_path):
+    """Two sweep jobs may generate the same synthetic set in parallel: the later rename must not fail."""
+    folder = tmp_path / "synthetic" / "spec"
+    generate(folder, image_size=32, num_train=2, num_val=1, seed=0)
+    before = sorted(p.name for p in folder.rglob("*.jpg"))
+    generate(folder, image_size=32, num_train=2, num_val=1, seed=0)  # as if it lost the race
+    assert sorted(p.name for p in folder.rglob("*.jpg")) == before
+    assert [p.name for p in folder.parent.iterdir()] == ["spec"]  # no partial folder left

@@ -6,7 +6,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from pix2pix.errors import Pix2PixError
-from pix2pix.runs import locate_checkpoint, open_trained_run, recorded_config, run_folder_of, task_output_dir
+from pix2pix.runs import (
+    hydra_record_dir,
+    locate_checkpoint,
+    open_trained_run,
+    recorded_config,
+    run_folder_of,
+    task_output_dir,
+)
 from tests.conftest import TINY
 
 
@@ -49,7 +56,10 @@ def test_hydra_folder_of_a_task_on_a_run(run_folder):
     assert task_output_dir("export", str(run_folder / "checkpoints/last.ckpt"), "outputs/x") == str(
         run_folder / "export"
     )
-    assert task_output_dir("train", str(run_folder), "outputs/x") == "outputs/x"
+    assert task_output_dir("train", str(run_folder), "outputs/x") == str(run_folder)  # a resumed run
+    assert task_output_dir("train", None, "outputs/x") == "outputs/x"
+    assert hydra_record_dir("train", str(run_folder)).startswith(".hydra/resume-")
+    assert hydra_record_dir("eval", str(run_folder)) == hydra_record_dir("train", None) == ".hydra"
     assert task_output_dir("eval", "/no/such/run", "outputs/x") == "outputs/x"
 
 

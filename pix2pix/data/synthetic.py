@@ -105,7 +105,12 @@ def generate(folder: Path, image_size: int, num_train: int, num_val: int, seed: 
                 rng = np.random.default_rng([seed, offset + i])
                 lab = draw_layout(rng, image_size)
                 write_pair(tmp / split / f"{i + 1}.jpg", LABEL_COLOURS[lab], render(rng, lab))
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+            # Another process (a parallel sweep job) finished the same dataset first: same seed, same files.
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
