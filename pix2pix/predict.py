@@ -21,6 +21,7 @@ from PIL import Image
 from pix2pix.config import PREDICT_FITS
 from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key, to_array
 from pix2pix.errors import Pix2PixError
+from pix2pix.track.files import save_image
 from pix2pix.track.samples import to_uint8
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,6 @@ def translate_files(
             problems.append(f"{file}: {err}")
             log.warning("skipped %s: not a readable image (%s)", file, err)
             continue
-        target = output_path(file, source, output)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.partial")
-        result.save(tmp, format="PNG")
-        tmp.replace(target)
+        save_image(output_path(file, source, output), result, format="PNG")
         written += 1
     return written, problems

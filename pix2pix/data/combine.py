@@ -14,6 +14,7 @@ from PIL import Image
 
 from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key
 from pix2pix.errors import Pix2PixError
+from pix2pix.track.files import save_image
 
 JPEG_QUALITY = 95
 
@@ -61,9 +62,5 @@ def combine_folders(a: Path, b: Path, output: Path) -> int:
     for name in names:
         with Image.open(files_a[name]) as img_a, Image.open(files_b[name]) as img_b:
             pair = np.concatenate([np.asarray(img_a.convert("RGB")), np.asarray(img_b.convert("RGB"))], axis=1)
-        target = (output / name).with_suffix(".jpg")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.partial")
-        Image.fromarray(pair).save(tmp, format="JPEG", quality=JPEG_QUALITY)
-        tmp.replace(target)
+        save_image((output / name).with_suffix(".jpg"), Image.fromarray(pair), format="JPEG", quality=JPEG_QUALITY)
     return len(names)

@@ -7,6 +7,8 @@ import html
 from pathlib import Path
 from urllib.parse import quote
 
+from pix2pix.track.files import write_text
+
 METRIC_COLUMNS = (
     ("l1", "L1", "lower is better"),
     ("psnr", "PSNR (dB)", "higher is better"),
@@ -74,7 +76,4 @@ def write_gallery(path: Path, rows: list[dict], title: str, summary: str, thumb:
         metric_headers=metric_headers,
         rows="\n".join(body),
     )
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, page)

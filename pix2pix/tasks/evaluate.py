@@ -25,6 +25,7 @@ from pix2pix.evaluate.gallery import write_gallery
 from pix2pix.evaluate.metrics import image_metrics
 from pix2pix.runs import TrainedRun
 from pix2pix.runtime import seed_everything, setup_device
+from pix2pix.track.files import write_text
 from pix2pix.track.samples import save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train.validate import generate
@@ -32,12 +33,6 @@ from pix2pix.train.validate import generate
 log = logging.getLogger(__name__)
 
 METRICS = ("l1", "psnr", "ssim")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def metrics_csv(rows: list[dict]) -> str:
@@ -94,9 +89,9 @@ def evaluate(run: TrainedRun) -> dict:
         "checkpoint": str(run.checkpoint),
         **meta,
     }
-    write_atomic(out / "metrics.csv", metrics_csv(rows))
-    write_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
-    write_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(out / "metrics.csv", metrics_csv(rows))
+    write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     title = f"{data.name} {split}: {run.checkpoint.name} (epoch {meta.get('epoch', '?')})"
     text = " | ".join(f"mean {m.upper()} {means[m]:.4f}" for m in METRICS)
     write_gallery(out / "index.html", rows, title, f"{text} | {len(rows)} images, {cfg.eval.mode} mode")

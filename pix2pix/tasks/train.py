@@ -13,7 +13,7 @@ from pix2pix.runtime import describe_cpu_kernels, seed_everything, setup_device
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train import checkpoint
 from pix2pix.train.step import Pix2PixTrainStep
-from pix2pix.train.trainer import ResumePoint, Trainer, TrainerSettings
+from pix2pix.train.trainer import Faults, ResumePoint, Trainer, TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
         base_lr=cfg.optimizer.learning_rate,
         checkpoint_every=cfg.checkpoint.every,
         keep_last=cfg.checkpoint.get("keep_last"),
-        nan_at_step=cfg.fault.nan_at_step,
-        kill_at_step=cfg.fault.kill_at_step,
-        kill_in_save=cfg.fault.kill_in_save,
-        signal_at_step=cfg.fault.signal_at_step,
-        signal_name=cfg.fault.signal_name,
-        signal_times=cfg.fault.signal_times,
+        faults=Faults(**cfg.fault),
         val_mode=cfg.val.mode,
         val_num_images=cfg.val.num_images,
         progress_bar=cfg.logging.progress_bar,

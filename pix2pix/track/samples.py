@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pix2pix.track.files import save_image
+
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """NCHW floats in [-1, 1] -> NHWC uint8."""
@@ -20,8 +22,4 @@ def make_grid(inputs: np.ndarray, generated: np.ndarray, targets: np.ndarray) ->
 
 
 def save_png(path: Path, image: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return save_image(path, Image.fromarray(image), format="PNG")

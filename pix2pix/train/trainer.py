@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mindspore as ms
@@ -32,18 +32,25 @@ log = logging.getLogger(__name__)
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_GAN", "loss_G_L1")
 
 
+@dataclass(frozen=True)
+class Faults:
+    """Fault injection for the tests (the `fault` config group's keys); all off by default."""
+
+    nan_at_step: int | None = None  # this global step's input becomes NaN
+    kill_at_step: int | None = None  # SIGKILL after this global step
+    kill_in_save: int | None = None  # SIGKILL inside the Nth checkpoint write, before its rename
+    signal_at_step: int | None = None  # send `signal_name` to itself `signal_times` times after this step
+    signal_name: str = "SIGINT"
+    signal_times: int = 1
+
+
 @dataclass
 class TrainerSettings:
     run_dir: Path
     base_lr: float
     checkpoint_every: int = 50
     keep_last: int | None = None
-    nan_at_step: int | None = None  # fault injection (tests): this global step's input becomes NaN
-    kill_at_step: int | None = None  # fault injection (tests): SIGKILL after this global step
-    kill_in_save: int | None = None  # fault injection (tests): SIGKILL inside the Nth checkpoint write
-    signal_at_step: int | None = None  # fault injection (tests): send `signal_name` to itself after this step
-    signal_name: str = "SIGINT"
-    signal_times: int = 1
+    faults: Faults = field(default_factory=Faults)
     val_mode: str = "paper"
     val_num_images: int | None = None
     progress_bar: bool = True
@@ -177,7 +184,7 @@ class Trainer:
     def kill_hook(self) -> None:
         """Fault injection: SIGKILL this process between writing a checkpoint and renaming it."""
         self.saves += 1
-        if self.saves == self.settings.kill_in_save:
+        if self.saves == self.settings.faults.kill_in_save:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def check_finite(self, losses: dict[str, float], epoch: int, step: int) -> None:
@@ -207,7 +214,7 @@ class Trainer:
         )
         self.step.set_train(True)
         for step_in_epoch, (real_A, real_B) in enumerate(itertools.islice(batches, steps - first_step), first_step + 1):
-            if self.global_step + 1 == self.settings.nan_at_step:
+            if self.global_step + 1 == self.settings.faults.nan_at_step:
                 real_A = ms.Tensor(np.full(real_A.shape, np.nan, np.float32))
             start = time.perf_counter()
             losses = [float(x) for x in self.step(real_A, real_B)]
@@ -224,10 +231,11 @@ class Trainer:
             bar.set_postfix(G_L1=f"{values['loss_G_L1']:.3f}", D=f"{values['loss_D_fake']:.3f}")
             bar.update()
             stop.reinstall()
-            if self.global_step == self.settings.signal_at_step:
-                for _ in range(self.settings.signal_times):
-                    os.kill(os.getpid(), signal.Signals[self.settings.signal_name])
-            if self.global_step == self.settings.kill_at_step:
+            faults = self.settings.faults
+            if self.global_step == faults.signal_at_step:
+                for _ in range(faults.signal_times):
+                    os.kill(os.getpid(), signal.Signals[faults.signal_name])
+            if self.global_step == faults.kill_at_step:
                 self.writer.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
             if stop.signum is not None and step_in_epoch < steps:
