@@ -31,7 +31,7 @@ def test_maps_1200x600_pairs_train(tmp_path):
     args = ["dataset=maps", f"dataset.root={SHARED_DATA / 'maps_small'}", *TINY_MODEL, f"hydra.run.dir={run_dir}"]
     result = run_launch(args, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "training 1 epochs x 64 steps" in (run_dir / "launch.log").read_text()
+    assert "training epochs 1-1 x 64 steps" in (run_dir / "launch.log").read_text()
     assert json.loads((run_dir / "metrics.json").read_text())["val_L1"] > 0
 
 
