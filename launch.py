@@ -17,6 +17,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from pix2pix.config import check_overrides, register_resolvers  # noqa: E402
 from pix2pix.errors import Pix2PixError  # noqa: E402
+from pix2pix.parallel import env as job  # noqa: E402
 
 register_resolvers()
 
@@ -45,6 +46,13 @@ def wait_for_a_fresh_run_folder(overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if job.is_scheduler():  # msrun runs this script as its scheduler too
+        from pix2pix.parallel.collective import serve_as_scheduler
+
+        serve_as_scheduler()
+        sys.exit(0)
+    if job.launcher():  # a worker of msrun or mpirun: the job's one run folder; quiet ranks > 0
+        sys.argv += job.worker_overrides(sys.argv[1:])
     overrides = cli_overrides(sys.argv[1:])
     if overrides is not None:
         try:

@@ -115,6 +115,25 @@ def check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str
             raise Pix2PixError(f"{item}: {key} must be {EXPECTED[kind]} (default {default})")
 
 
+def validate_parallel(par: DictConfig) -> None:
+    """The parallel group: devices spread evenly over the nodes, a port for several nodes."""
+    for key in ("device_num", "nodes"):
+        if par[key] < 1:
+            raise Pix2PixError(f"parallel.{key}={par[key]}: use 1 or more")
+    if par.device_num % par.nodes:
+        raise Pix2PixError(
+            f"parallel.device_num={par.device_num} does not divide over parallel.nodes={par.nodes}: every node "
+            "runs the same number of workers; use a multiple of the node count"
+        )
+    if not 0 <= par.node_rank < par.nodes:
+        raise Pix2PixError(f"parallel.node_rank={par.node_rank}: use 0 .. {par.nodes - 1} (parallel.nodes={par.nodes})")
+    if par.nodes > 1 and not par.master_port:
+        raise Pix2PixError(
+            f"parallel.nodes={par.nodes}: set parallel.master_port (and parallel.master_addr, node 0's address) "
+            "to the same free port on every node, e.g. parallel.master_port=8118"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that span several keys, made before anything heavy starts."""
     if cfg.task not in TASKS:
@@ -123,10 +142,12 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise Pix2PixError(f"{key}={value}: use one of {', '.join(allowed)}")
-    if cfg.parallel.device_num != 1 and cfg.task != "benchmark":
+    if cfg.task in ("train", "benchmark"):
+        validate_parallel(cfg.parallel)
+    if cfg.model.get("norm") == "sync_batch":
         raise Pix2PixError(
-            f"parallel.device_num={cfg.parallel.device_num}: data-parallel training is not available yet; "
-            "use parallel.device_num=1 (task=benchmark projects a multi-device run from one device)"
+            "model.norm=sync_batch is what parallel.sync_bn=true makes of model.norm=batch in a data-parallel job; "
+            "use model.norm=batch (with parallel.sync_bn=true)"
         )
     keep_last = cfg.checkpoint.get("keep_last")
     if keep_last is not None and keep_last < 1:

@@ -19,6 +19,9 @@ TRAINED_RUN_TASKS = ("eval", "predict", "export")
 # Keys that describe this invocation, not the trained model: they come from the command
 # line's config. Everything else (model, dataset, seed, paths, ...) comes from the run.
 INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "parallel", "logging", "fault")
+# A resumed training run also keeps its parallel settings (the global batch, steps per epoch),
+# unless the command line changes them.
+RESUME_INVOCATION_KEYS = tuple(key for key in INVOCATION_KEYS if key != "parallel")
 
 RECORDED_CONFIG = Path(".hydra") / "config.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -100,16 +103,17 @@ def recorded_config(current: DictConfig, folder: Path, overrides: list[str]) -> 
             f"{path}: unreadable run config ({first}); restore it, or pass the checkpoint file itself "
             "with the model config on the command line"
         ) from None
+    invocation = RESUME_INVOCATION_KEYS if current.task == "train" else INVOCATION_KEYS
     merged = current.copy()
     with open_dict(merged):
         for key, value in recorded.items():
-            if key not in INVOCATION_KEYS and key != "hydra":
+            if key not in invocation and key != "hydra":
                 merged[key] = value
         # Where this invocation writes is Hydra's folder for it, not the training run's.
         merged.paths.output_dir = OmegaConf.to_container(current.paths)["output_dir"]
         for item in overrides:
             key = item.partition("=")[0].lstrip("+~").replace("/", ".")
-            if key.split(".")[0] in INVOCATION_KEYS or key.startswith("hydra"):
+            if key.split(".")[0] in invocation or key.startswith("hydra"):
                 continue
             OmegaConf.update(merged, key, OmegaConf.select(current, key), merge=False, force_add=True)
     return merged

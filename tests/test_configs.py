@@ -129,8 +129,8 @@ def test_objects_come_from_targets(compose_cfg):
             "n_layers=5 needs dataset.crop_size >= 96",
         ),
         (["dataset=folder"], "dataset.root must be set: add dataset.root=VALUE"),
-        (["parallel.device_num=8"], "parallel.device_num=8: data-parallel training is not available yet"),
-        (["parallel=8pcs"], "task=benchmark projects a multi-device run from one device"),
+        (["parallel.device_num=3", "parallel.nodes=2"], "parallel.device_num=3 does not divide over parallel.nodes=2"),
+        (["parallel=8pcs", "parallel.nodes=2"], "parallel.nodes=2: set parallel.master_port"),
         (["optimized_metric=loss"], "optimized_metric=loss: use one of val_L1, val_psnr, val_ssim"),
         (["hydra/launcher=joblb"], "come with the sweep extra: pip install -e '.[sweep]'"),
     ],
@@ -145,6 +145,7 @@ def test_bad_command_lines_get_one_line(overrides, expected):
 def test_good_command_line_passes():
     check_overrides(["dataset=maps", "model.lambda_L1=10", "device=cpu"], CONF_DIR)
     check_overrides(["task=benchmark", "experiment=maps_gpu_8pcs", "device=cpu"], CONF_DIR)
+    check_overrides(["parallel=8pcs", "parallel.nodes=2", "parallel.master_port=8118"], CONF_DIR)
 
 
 PUBLISHED_KEYS = {"table", "column", "dataset", "resource", "mindspore_version", "devices", "ms_per_step"}

@@ -130,22 +130,39 @@ class AlignedPairSource:
 
 
 class EpochStream:
-    """The training pairs of epochs first..last, in a shuffled order per epoch.
+    """The training pairs of epochs first..last, in a shuffled order per epoch, for one rank.
 
     Order and jitter come from (seed, epoch, index) alone, never from what was read before, so a
     run resumed at epoch E, step S reads exactly the pairs an uninterrupted run reads there.
-    Each epoch yields steps * batch_size pairs (the last partial batch is dropped).
+    A step takes the next `ranks * batch_size` pairs of the epoch's order (the global batch) and
+    rank r reads its r-th slice of `batch_size`: together the ranks read what one device reads with
+    the global batch. Each epoch yields steps * batch_size pairs per rank (a partial last global
+    batch is dropped).
     """
 
-    def __init__(self, source: AlignedPairSource, batch_size: int, seed: int, first: int, last: int, skip: int = 0):
+    def __init__(
+        self,
+        source: AlignedPairSource,
+        batch_size: int,
+        seed: int,
+        first: int,
+        last: int,
+        skip: int = 0,
+        rank: int = 0,
+        ranks: int = 1,
+    ):
         self.source = source
         self.batch_size = batch_size
         self.seed = seed
         self.first, self.last, self.skip = first, last, skip
+        self.rank, self.ranks = rank, ranks
 
     def order(self, epoch: int) -> np.ndarray:
-        steps = len(self.source) // self.batch_size
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))[: steps * self.batch_size]
+        """This rank's pairs of `epoch`, in the order it reads them."""
+        global_batch = self.batch_size * self.ranks
+        steps = len(self.source) // global_batch
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.source))[: steps * global_batch]
+        return order.reshape(steps, self.ranks, self.batch_size)[:, self.rank].reshape(-1)
 
     def __iter__(self):
         for epoch in range(self.first, self.last + 1):
@@ -281,14 +298,24 @@ class AlignedData:
             self.prepare()
         return self._files[split]
 
-    def steps_per_epoch(self) -> int:
-        return len(self.files("train")) // self.batch_size
+    def steps_per_epoch(self, ranks: int = 1) -> int:
+        """Steps of one pass over the training split, with `ranks` devices sharing each step."""
+        n_train, global_batch = len(self.files("train")), self.batch_size * ranks
+        if n_train < global_batch:
+            raise Pix2PixError(
+                f"{self.train_dir}: {n_train} images is fewer than one global batch ({ranks} devices x "
+                f"dataset.batch_size={self.batch_size}); lower dataset.batch_size or parallel.device_num"
+            )
+        return n_train // global_batch
 
-    def train_dataset(self, first_epoch: int = 1, last_epoch: int = 1, skip_steps: int = 0) -> msds.Dataset:
-        """Batches of epochs first..last in one stream (iterate it once, `steps_per_epoch()` batches per
-        epoch), starting `skip_steps` batches into the first: where a resumed run continues."""
+    def train_dataset(
+        self, first_epoch: int = 1, last_epoch: int = 1, skip_steps: int = 0, rank: int = 0, ranks: int = 1
+    ) -> msds.Dataset:
+        """Batches of epochs first..last in one stream (iterate it once, `steps_per_epoch(ranks)` batches
+        per epoch), starting `skip_steps` batches into the first: where a resumed run continues.
+        In a data-parallel job, `rank`'s share of every global batch (see EpochStream)."""
         source = AlignedPairSource(self.files("train"), self.direction, self.load_size, self.crop_size, self.flip)
-        stream = EpochStream(source, self.batch_size, self.seed, first_epoch, last_epoch, skip_steps)
+        stream = EpochStream(source, self.batch_size, self.seed, first_epoch, last_epoch, skip_steps, rank, ranks)
         dataset = msds.GeneratorDataset(
             stream,
             column_names=["real_A", "real_B"],

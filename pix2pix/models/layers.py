@@ -8,7 +8,8 @@ from mindspore.common import initializer as init
 
 from pix2pix.errors import Pix2PixError
 
-NORMS = ("batch", "instance", "none")
+# sync_batch: BatchNorm over all devices of a data-parallel job (set by parallel.sync_bn=true).
+NORMS = ("batch", "instance", "none", "sync_batch")
 PAD_MODES = ("CONSTANT", "REFLECT")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 
@@ -19,7 +20,8 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def norm_layer(norm: str, channels: int) -> nn.Cell | None:
-    """BatchNorm with PyTorch's momentum 0.1, or instance norm, or nothing.
+    """BatchNorm with PyTorch's momentum 0.1 (per device, or synchronized over the devices of a
+    data-parallel job), or instance norm, or nothing.
 
     MindSpore has no CPU kernel for InstanceNorm2d; GroupNorm with one group per
     channel and no affine transform computes the same thing (like PyTorch's default).
@@ -27,6 +29,8 @@ def norm_layer(norm: str, channels: int) -> nn.Cell | None:
     check_choice("model.norm", norm, NORMS)
     if norm == "batch":
         return nn.BatchNorm2d(channels, momentum=0.9, eps=1e-5)
+    if norm == "sync_batch":
+        return nn.SyncBatchNorm(channels, momentum=0.9, eps=1e-5)
     if norm == "instance":
         return nn.GroupNorm(channels, channels, eps=1e-5, affine=False)
     return None
@@ -34,7 +38,7 @@ def norm_layer(norm: str, channels: int) -> nn.Cell | None:
 
 def has_bias(norm: str) -> bool:
     """A conv feeding BatchNorm needs no bias: BatchNorm's beta does its job."""
-    return norm != "batch"
+    return norm not in ("batch", "sync_batch")
 
 
 def conv4x4(in_ch: int, out_ch: int, stride: int = 2, bias: bool = False, pad_mode: str = "CONSTANT") -> nn.Cell:
@@ -78,7 +82,7 @@ def init_weights(net: nn.Cell, init_type: str = "normal", init_gain: float = 0.0
             cell.weight.set_data(init.initializer(conv_init, cell.weight.shape, ms.float32))
             if cell.bias is not None:
                 cell.bias.set_data(init.initializer("zeros", cell.bias.shape, ms.float32))
-        elif isinstance(cell, nn.BatchNorm2d):
+        elif isinstance(cell, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             gamma = init.Normal(sigma=init_gain, mean=1.0)
             cell.gamma.set_data(init.initializer(gamma, cell.gamma.shape, ms.float32))
             cell.beta.set_data(init.initializer("zeros", cell.beta.shape, ms.float32))

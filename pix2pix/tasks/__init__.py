@@ -19,29 +19,38 @@ def command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def train_or_resume(cfg: DictConfig) -> float:
-    """task=train; with ckpt=, the run continues (the run's config, overrides that keep its networks)."""
-    from pix2pix.tasks.train import train
+def train_or_resume(cfg: DictConfig) -> float | None:
+    """task=train; with ckpt=, the run continues (the run's config, overrides that keep its networks).
+    With parallel.device_num > 1, this process starts the workers through msrun (unless it is one)."""
+    from pix2pix.parallel.env import launcher
+    from pix2pix.tasks.train import train, train_on_workers
     from pix2pix.train.trainer import Interrupted
 
     resume_from = None
+    overrides = command_line_overrides()
     if cfg.ckpt:
-        overrides = [o for o in command_line_overrides() if not o.startswith(("ckpt=", "task="))]
-        run = open_trained_run(cfg, overrides)
+        kept = [o for o in overrides if not o.startswith(("ckpt=", "task="))]
+        run = open_trained_run(cfg, kept)
         validate(run.cfg)
         cfg, resume_from = run.cfg, run.checkpoint
-        if overrides:
-            log.info("resuming with these overrides on the run's config: %s", " ".join(overrides))
+        if kept:
+            log.info("resuming with these overrides on the run's config: %s", " ".join(kept))
     try:
-        return train(cfg, resume_from)[cfg.optimized_metric]
+        if cfg.parallel.device_num > 1 and launcher() is None:
+            metrics = train_on_workers(cfg, overrides)
+        else:
+            metrics = train(cfg, resume_from)
+        return metrics.get(cfg.optimized_metric)
     except KeyboardInterrupt:
         log.warning("stopped at once by a second signal; the newest complete checkpoint is intact")
         sys.exit(130)
     except Interrupted as stop:
-        run_dir = stop.checkpoint_path.parent.parent
-        log.warning(
-            "stopped by %s; %s is written; resume with: python launch.py ckpt=%s", stop, stop.checkpoint_path, run_dir
-        )
+        path = stop.checkpoint_path
+        if path is None:
+            log.warning("stopped by %s before this launch wrote a checkpoint; the newest complete one is intact", stop)
+        else:
+            run_dir = path.parent.parent
+            log.warning("stopped by %s; %s is written; resume with: python launch.py ckpt=%s", stop, path, run_dir)
         sys.exit(128 + stop.signum)
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import count_params
+from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
+from pix2pix.parallel.env import local_index
 from pix2pix.runtime import describe_cpu_kernels, seed_everything, setup_device
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train import checkpoint
@@ -18,10 +22,14 @@ from pix2pix.train.trainer import Faults, ResumePoint, Trainer, TrainerSettings
 log = logging.getLogger(__name__)
 
 
-def build_train_step(cfg: DictConfig) -> Pix2PixTrainStep:
-    """G, D, their optimizers and the losses, as the config describes them, in one train-step Cell."""
-    generator = instantiate(cfg.model.generator)
-    discriminator = instantiate(cfg.model.discriminator)
+def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrainStep:
+    """G, D, their optimizers and the losses, as the config describes them, in one train-step Cell
+    (averaging gradients over the ranks of a data-parallel job)."""
+    ranks = ranks or Ranks()
+    sync_bn = ranks.distributed and cfg.parallel.get("sync_bn", False) and cfg.model.norm == "batch"
+    norm = {"norm": "sync_batch"} if sync_bn else {}
+    generator = instantiate(cfg.model.generator, **norm)
+    discriminator = instantiate(cfg.model.discriminator, **norm)
     log.info(
         "G %s: %s parameters; D %s: %s parameters",
         type(generator).__name__,
@@ -38,6 +46,7 @@ def build_train_step(cfg: DictConfig) -> Pix2PixTrainStep:
         lambda_L1=cfg.model.lambda_L1,
         lambda_GAN=cfg.model.lambda_GAN,
         lambda_D=cfg.model.lambda_D,
+        device_num=ranks.size,
     )
 
 
@@ -54,6 +63,7 @@ def resume_point(step: Pix2PixTrainStep, path: Path) -> ResumePoint:
         step_in_epoch=int(meta("step_in_epoch", 0)),
         global_step=int(meta("global_step", 0)),
         val_L1_before=meta("val_L1_before", float("nan")),
+        device_num=int(meta("device_num", 1)),
     )
     log.info(
         "resuming from %s: %d epochs and %d steps done (global step %d)",
@@ -65,21 +75,44 @@ def resume_point(step: Pix2PixTrainStep, path: Path) -> ResumePoint:
     return point
 
 
+def setup_ranks(cfg: DictConfig) -> tuple[str, Ranks]:
+    """The device, and this process's rank in a data-parallel job (one rank when device_num is 1)."""
+    distributed = cfg.parallel.device_num > 1
+    device_cfg = dict(cfg.device)
+    if distributed:
+        device_cfg["device_id"] = local_index()  # each worker drives the device of its index
+    device = setup_device(**device_cfg)
+    detail = f" ({describe_cpu_kernels()})" if device == "cpu" else f" {device_cfg['device_id']}"
+    log.info("device: %s%s", device, detail)
+    if not distributed:
+        return device, Ranks()
+    if cfg.parallel.sync_bn and device == "cpu":
+        raise Pix2PixError(
+            "parallel.sync_bn=true: MindSpore's SyncBatchNorm has no CPU kernel; use parallel.sync_bn=false "
+            "(per-device BatchNorm) or device=gpu/ascend"
+        )
+    return device, init_collective(device, cfg.parallel.device_num, local_index())
+
+
 def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
-    """Train as `cfg` says; with `resume_from`, continue that checkpoint's run in `cfg`'s run folder."""
+    """Train as `cfg` says; with `resume_from`, continue that checkpoint's run in `cfg`'s run folder.
+    In a data-parallel job every rank runs this; rank 0 writes the run."""
     run_dir = Path(cfg.paths.output_dir)
-    device = setup_device(**cfg.device)
-    log.info("device: %s%s", device, f" ({describe_cpu_kernels()})" if device == "cpu" else f" {cfg.device.device_id}")
-    seed_everything(cfg.seed)
+    _, ranks = setup_ranks(cfg)
+    seed_everything(cfg.seed + ranks.rank)  # per-rank dropout and jitter streams; weights come from rank 0
 
     data = instantiate(cfg.dataset)
     data.prepare()
-    step = build_train_step(cfg)
+    step = build_train_step(cfg, ranks)
     resume = resume_point(step, resume_from) if resume_from else None
-    for stale in checkpoint.partial_files(run_dir / "checkpoints"):
-        stale.unlink()  # a write cut short by a kill; the checkpoint it would have replaced is intact
-        log.info("removed %s, left by an interrupted checkpoint write", stale.name)
-    writer = RunWriter(run_dir / "tensorboard", purge_step=resume.global_step + 1 if resume else None)
+    if ranks.distributed:
+        broadcast_parameters(step.G, step.D)
+    if ranks.writes:
+        for stale in checkpoint.partial_files(run_dir / "checkpoints"):
+            stale.unlink()  # a write cut short by a kill; the checkpoint it would have replaced is intact
+            log.info("removed %s, left by an interrupted checkpoint write", stale.name)
+    purge_step = resume.global_step + 1 if resume else None
+    writer = RunWriter(run_dir / "tensorboard", purge_step=purge_step, enabled=ranks.writes)
     if resume is None:
         writer.config(cfg)
     settings = TrainerSettings(
@@ -92,6 +125,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
         val_num_images=cfg.val.num_images,
         progress_bar=cfg.logging.progress_bar,
         seed=cfg.seed,
+        ranks=ranks,
     )
     try:
         metrics = Trainer(step, data, instantiate(cfg.schedule), writer, settings).fit(resume)
@@ -101,3 +135,19 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
         writer.close()
     log.info("run folder: %s", run_dir)
     return metrics
+
+
+def train_on_workers(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
+    """A data-parallel job started from this process: the data is checked (and downloaded or
+    generated) once here, then msrun starts the workers, each `launch.py` with the same overrides."""
+    from pix2pix.parallel.launcher import launch_workers
+
+    if cfg.parallel.sync_bn and cfg.device.target == "cpu":
+        raise Pix2PixError(
+            "parallel.sync_bn=true: MindSpore's SyncBatchNorm has no CPU kernel; use parallel.sync_bn=false"
+        )
+    instantiate(cfg.dataset).prepare()
+    script = Path(sys.argv[0]).absolute()
+    if not (script.is_file() and script.suffix == ".py"):
+        raise Pix2PixError(f"cannot start workers: {script} is not the launch.py script; run python launch.py ...")
+    return launch_workers(cfg.parallel, Path(cfg.paths.output_dir), [str(script), *overrides])

@@ -19,6 +19,10 @@ class Pix2PixTrainStep(nn.Cell):
        with the just-updated D'. G's gradient flows back through the same fake_B
        (a vector-Jacobian product of the step-1 forward).
 
+    With `device_num` > 1 (a data-parallel job), each rank's gradients are averaged over all ranks
+    (nn.DistributedGradReducer, an all-reduce) before each optimizer step, so every rank takes the
+    step that one device would take on the global batch.
+
     Returns the four loss terms (loss_D_real, loss_D_fake, loss_G_GAN, loss_G_L1).
     """
 
@@ -32,6 +36,7 @@ class Pix2PixTrainStep(nn.Cell):
         lambda_L1: float = 100.0,
         lambda_GAN: float = 1.0,
         lambda_D: float = 0.5,
+        device_num: int = 1,
     ):
         super().__init__()
         self.G = generator
@@ -45,6 +50,10 @@ class Pix2PixTrainStep(nn.Cell):
         self.weights_G = optimizer_G.parameters
         self.grad_D = ms.value_and_grad(self.loss_D, None, optimizer_D.parameters, has_aux=True)
         self.grad_G_of_fake = ms.value_and_grad(self.loss_G, 2, None, has_aux=True)
+        self.distributed = device_num > 1
+        if self.distributed:
+            self.mean_grads_D = nn.DistributedGradReducer(optimizer_D.parameters, mean=True, degree=device_num)
+            self.mean_grads_G = nn.DistributedGradReducer(optimizer_G.parameters, mean=True, degree=device_num)
 
     def loss_D(self, real_A, real_B, fake_B):
         pred_real = self.D(ops.cat((real_A, real_B), 1))
@@ -62,8 +71,12 @@ class Pix2PixTrainStep(nn.Cell):
     def construct(self, real_A, real_B):
         fake_B, backprop_G = ms.vjp(self.G, real_A, weights=self.weights_G)
         (_, (loss_D_real, loss_D_fake)), grads_D = self.grad_D(real_A, real_B, ops.stop_gradient(fake_B))
+        if self.distributed:
+            grads_D = self.mean_grads_D(grads_D)
         self.optimizer_D(grads_D)
         (_, (loss_G_GAN, loss_G_L1)), d_fake = self.grad_G_of_fake(real_A, real_B, fake_B)
         _, grads_G = backprop_G(d_fake)
+        if self.distributed:
+            grads_G = self.mean_grads_G(grads_G)
         self.optimizer_G(grads_G)
         return loss_D_real, loss_D_fake, loss_G_GAN, loss_G_L1

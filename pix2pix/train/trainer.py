@@ -20,6 +20,7 @@ from tqdm import tqdm
 from pix2pix.data.aligned import AlignedData
 from pix2pix.errors import Pix2PixError
 from pix2pix.evaluate.metrics import image_metrics
+from pix2pix.parallel.collective import Ranks, StepAgreement, check_in_sync
 from pix2pix.track.samples import make_grid, save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train import checkpoint
@@ -42,6 +43,7 @@ class Faults:
     signal_at_step: int | None = None  # send `signal_name` to itself `signal_times` times after this step
     signal_name: str = "SIGINT"
     signal_times: int = 1
+    rank: int = 0  # the rank that injects them (data-parallel runs)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class TrainerSettings:
     val_num_images: int | None = None
     progress_bar: bool = True
     seed: int = 0
+    ranks: Ranks = field(default_factory=Ranks)
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,14 @@ class ResumePoint:
     step_in_epoch: int
     global_step: int
     val_L1_before: float
+    device_num: int = 1  # the ranks that trained it (steps per epoch depend on it)
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint of the last finished step was written."""
+    """SIGINT or SIGTERM arrived; a checkpoint of the last finished step was written (None: the
+    job stopped before it could write one)."""
 
-    def __init__(self, signum: int, checkpoint_path: Path):
+    def __init__(self, signum: int, checkpoint_path: Path | None):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.checkpoint_path = checkpoint_path
@@ -118,6 +123,9 @@ def format_seconds(seconds: float) -> str:
 
 
 class Trainer:
+    """Fits the train step to the data; in a data-parallel job every rank runs one, on its shard,
+    and only rank 0 writes (checkpoints, samples, TensorBoard, metrics.json)."""
+
     def __init__(
         self,
         step: Pix2PixTrainStep,
@@ -131,12 +139,15 @@ class Trainer:
         self.schedule = schedule
         self.writer = writer
         self.settings = settings
+        self.ranks = settings.ranks
+        self.agree = StepAgreement(settings.ranks)
         self.run_dir = settings.run_dir
         self.global_step = 0
         self.val_L1_before = float("nan")
         self.first_epoch = 1
         self.first_step_logged = False
         self.saves = 0
+        self.stop_agreed = False
 
     def set_learning_rate(self, lr: float) -> None:
         # ops.assign reaches the compiled graph; Parameter.set_data on it is ignored there.
@@ -156,14 +167,22 @@ class Trainer:
 
     def save_samples(self, epoch: int, val_A: np.ndarray, val_B: np.ndarray) -> None:
         n = self.data.num_val_samples
+        # Every rank runs G (a SyncBatchNorm would wait for the others); rank 0 writes.
         fake = generate(self.step.G, val_A[:n], self.settings.val_mode)
+        if not self.ranks.writes:
+            return
         grid = make_grid(val_A[:n], fake, val_B[:n])
         save_png(self.run_dir / "samples" / f"epoch_{epoch:03d}.png", grid)
         self.writer.image("samples", grid, epoch)
 
     def save_checkpoint(self, epoch: int, step_in_epoch: int = 0) -> Path:
         """last.ckpt after `epoch` complete epochs and `step_in_epoch` steps of the next (a mid-epoch
-        checkpoint is written on SIGINT/SIGTERM); plus epoch_NNN.ckpt every checkpoint.every epochs."""
+        checkpoint is written on SIGINT/SIGTERM); plus epoch_NNN.ckpt every checkpoint.every epochs.
+        Rank 0 writes; the other ranks only return the path."""
+        folder = self.run_dir / "checkpoints"
+        last = folder / "last.ckpt"
+        if not self.ranks.writes:
+            return last
         state = checkpoint.training_state(self.step)
         meta = {
             "epoch": epoch,
@@ -171,9 +190,9 @@ class Trainer:
             "global_step": self.global_step,
             "seed": self.settings.seed,
             "val_L1_before": self.val_L1_before,
+            "device_num": self.ranks.size,
         }
-        folder = self.run_dir / "checkpoints"
-        last = checkpoint.save(folder / "last.ckpt", state, meta, before_rename=self.kill_hook)
+        checkpoint.save(last, state, meta, before_rename=self.kill_hook)
         every = self.settings.checkpoint_every
         if every and epoch % every == 0 and step_in_epoch == 0:
             checkpoint.save(folder / f"epoch_{epoch:03d}.ckpt", state, meta, before_rename=self.kill_hook)
@@ -200,6 +219,24 @@ class Trainer:
             "lower optimizer.learning_rate or check the data"
         )
 
+    def inject_faults(self) -> None:
+        """The fault.* keys that act after a step (on the rank fault.rank)."""
+        faults = self.settings.faults
+        if self.ranks.rank != faults.rank:
+            return
+        if self.global_step == faults.signal_at_step:
+            for _ in range(faults.signal_times):
+                os.kill(os.getpid(), signal.Signals[faults.signal_name])
+        if self.global_step == faults.kill_at_step:
+            self.writer.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def interrupted(self, stop: StopRequests, path: Path) -> Interrupted:
+        """Every rank stops at the same step; the others wait until rank 0 has written `path`."""
+        self.writer.flush()
+        self.agree.barrier()
+        return Interrupted(stop.signum or signal.SIGTERM, path)
+
     def train_epoch(self, epoch: int, batches, steps: int, first_step: int, stop: StopRequests) -> dict[str, float]:
         """Steps first_step+1..steps of `epoch`; on a stop request, a checkpoint and Interrupted."""
         sums = dict.fromkeys(LOSS_NAMES, 0.0)
@@ -213,13 +250,18 @@ class Trainer:
             leave=False,
         )
         self.step.set_train(True)
+        faults = self.settings.faults
         for step_in_epoch, (real_A, real_B) in enumerate(itertools.islice(batches, steps - first_step), first_step + 1):
-            if self.global_step + 1 == self.settings.faults.nan_at_step:
+            if self.global_step + 1 == faults.nan_at_step and self.ranks.rank == faults.rank:
                 real_A = ms.Tensor(np.full(real_A.shape, np.nan, np.float32))
             start = time.perf_counter()
             losses = [float(x) for x in self.step(real_A, real_B)]
             times.append(time.perf_counter() - start)
             self.global_step += 1
+            stop.reinstall()
+            self.inject_faults()
+            # Mean over the ranks (the global batch's losses); a stop request on any rank stops all.
+            losses, self.stop_agreed = self.agree(losses, stop.signum is not None)
             values = dict(zip(LOSS_NAMES, losses))
             self.check_finite(values, epoch, step_in_epoch)
             if len(times) == 1 and self.first_step_logged is False:
@@ -230,17 +272,8 @@ class Trainer:
             self.writer.scalars({**values, "step_time_ms": times[-1] * 1000}, self.global_step)
             bar.set_postfix(G_L1=f"{values['loss_G_L1']:.3f}", D=f"{values['loss_D_fake']:.3f}")
             bar.update()
-            stop.reinstall()
-            faults = self.settings.faults
-            if self.global_step == faults.signal_at_step:
-                for _ in range(faults.signal_times):
-                    os.kill(os.getpid(), signal.Signals[faults.signal_name])
-            if self.global_step == faults.kill_at_step:
-                self.writer.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-            if stop.signum is not None and step_in_epoch < steps:
-                self.writer.flush()
-                raise Interrupted(stop.signum, self.save_checkpoint(epoch - 1, step_in_epoch))
+            if self.stop_agreed and step_in_epoch < steps:
+                raise self.interrupted(stop, self.save_checkpoint(epoch - 1, step_in_epoch))
         bar.close()
         # The first step of a process includes graph compilation: keep it out of the rate.
         steady = times[1:] if len(times) > 1 and first_step == 0 and epoch == self.first_epoch else times
@@ -249,10 +282,27 @@ class Trainer:
             "ms_per_step": 1000 * float(np.median(steady)),
         }
 
+    def start_point(self, resume: ResumePoint | None, steps: int) -> tuple[int, int]:
+        """The first epoch to train and the steps of it already done."""
+        if resume is None:
+            return 1, 0
+        if resume.step_in_epoch and resume.device_num != self.ranks.size:
+            raise Pix2PixError(
+                f"the checkpoint stopped at step {resume.step_in_epoch} of epoch {resume.epoch + 1} with "
+                f"{resume.device_num} device(s), where an epoch has another number of steps than with "
+                f"{self.ranks.size}; resume with parallel.device_num={resume.device_num} (other counts are fine "
+                "from a checkpoint at the end of an epoch)"
+            )
+        self.val_L1_before = resume.val_L1_before
+        self.global_step = resume.global_step
+        return resume.epoch + 1, resume.step_in_epoch
+
     def fit(self, resume: ResumePoint | None = None) -> dict[str, float]:
         """Train from the start, or from `resume` (the state restored by the caller)."""
         settings = self.settings
         val_A, val_B = self.data.val_arrays(settings.val_num_images)
+        steps = self.data.steps_per_epoch(self.ranks.size)
+        self.first_epoch, skip = self.start_point(resume, steps)
         if resume is None:
             self.val_L1_before = self.validate(val_A, val_B)["L1"]
             log.info(
@@ -262,27 +312,23 @@ class Trainer:
                 self.data.name,
                 settings.val_mode,
             )
-            self.first_epoch, skip = 1, 0
-        else:
-            self.val_L1_before = resume.val_L1_before
-            self.global_step = resume.global_step
-            self.first_epoch, skip = resume.epoch + 1, resume.step_in_epoch
-        steps = self.data.steps_per_epoch()
         total = self.schedule.total_epochs
         if self.first_epoch > total:
             raise Pix2PixError(
                 f"the checkpoint has all {total} epochs of this schedule done; lengthen it to continue "
                 "(e.g. schedule.n_epochs=...)"
             )
+        batch = self.data.batch_size
         log.info(
-            "training epochs %d-%d x %d steps (batch %d)%s",
+            "training epochs %d-%d x %d steps (batch %s)%s",
             self.first_epoch,
             total,
             steps,
-            self.data.batch_size,
+            f"{self.ranks.size} x {batch} = {self.ranks.size * batch}" if self.ranks.distributed else batch,
             f", resuming at step {skip + 1} of epoch {self.first_epoch}" if resume else "",
         )
-        batches = self.data.train_dataset(self.first_epoch, total, skip).create_tuple_iterator(num_epochs=1)
+        stream = self.data.train_dataset(self.first_epoch, total, skip, rank=self.ranks.rank, ranks=self.ranks.size)
+        batches = stream.create_tuple_iterator(num_epochs=1)
         started = time.perf_counter()
         with StopRequests() as stop:
             for epoch in range(self.first_epoch, total + 1):
@@ -290,7 +336,7 @@ class Trainer:
                 self.set_learning_rate(lr)
                 stats = self.train_epoch(epoch, batches, steps, skip if epoch == self.first_epoch else 0, stop)
                 elapsed = time.perf_counter() - started
-                images_per_s = 1000 * self.data.batch_size / stats["ms_per_step"]
+                images_per_s = 1000 * batch * self.ranks.size / stats["ms_per_step"]
                 log.info(
                     "epoch %d/%d | %s | lr %.3g | %.0f ms/step | %.2f img/s | elapsed %s",
                     epoch,
@@ -303,9 +349,9 @@ class Trainer:
                 )
                 self.writer.scalars({"lr": lr, "epoch_ms_per_step": stats["ms_per_step"]}, epoch)
                 self.save_samples(epoch, val_A, val_B)
-                self.save_checkpoint(epoch)
-                if stop.signum is not None:  # arrived during the epoch's last step: its checkpoint is written
-                    raise Interrupted(stop.signum, self.run_dir / "checkpoints" / "last.ckpt")
+                last = self.save_checkpoint(epoch)
+                if self.stop_agreed:  # asked during the epoch's last step: its checkpoint is written
+                    raise self.interrupted(stop, last)
         l1_before = self.val_L1_before
         final = self.validate(val_A, val_B)
         log.info(
@@ -315,6 +361,8 @@ class Trainer:
             final["psnr"],
             final["ssim"],
         )
+        if self.ranks.distributed:
+            check_in_sync(self.ranks, self.step.G, self.step.D)
         metrics = {
             "val_L1_before": l1_before,
             "val_L1": final["L1"],
@@ -324,5 +372,6 @@ class Trainer:
             "train_seconds": time.perf_counter() - started,
             **{f"final_{name}": stats[name] for name in LOSS_NAMES},
         }
-        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if self.ranks.writes:
+            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         return metrics

@@ -1,0 +1,263 @@
+"""Data-parallel training through msrun: 2 CPU workers (MCCL on loopback) equal one device with their
+union of data; one run folder; a dead worker stops the job; stops agree across ranks; resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from pix2pix.config import validate
+from pix2pix.data.aligned import AlignedPairSource, EpochStream
+from pix2pix.errors import Pix2PixError
+from pix2pix.parallel import env as job
+from pix2pix.parallel.launcher import (
+    LogTail,
+    archive_earlier_logs,
+    describe_exit,
+    free_port,
+    hydra_quote,
+    last_error_line,
+    worker_env,
+)
+from pix2pix.train import checkpoint
+from tests.conftest import ROOT, TINY, run_launch
+
+# Without norm and dropout a sample's gradient does not depend on the rest of its batch: two ranks
+# with batch 1 must then take exactly the steps of one device with batch 2.
+PER_SAMPLE = ["model.norm=none", "model.generator.use_dropout=false"]
+TWO_WORKERS = [*TINY, "parallel.device_num=2"]
+# 8 pairs, global batch 2: 4 steps per epoch, 2 epochs.
+EIGHT_PAIRS = ["dataset.num_train=8"]
+
+
+def data_dir(tmp_path: Path) -> str:
+    return f"paths.data_dir={tmp_path.parent / 'data'}"
+
+
+def worker_logs(run_dir: Path) -> dict[int, str]:
+    return {int(p.stem.split("_")[1]): p.read_text() for p in (run_dir / "workers").glob("worker_*.log")}
+
+
+def digest_of(text: str) -> str:
+    return re.search(r"parameters identical on all 2 ranks \(sha256 ([0-9a-f]{64})\)", text).group(1)
+
+
+def log_time(line: str) -> datetime:
+    return datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+
+
+# -- configuration and pure parts -------------------------------------------------------------------
+
+
+def test_8pcs_composes_every_parallel_key(compose_cfg):
+    cfg = compose_cfg("parallel=8pcs")
+    assert cfg.parallel.device_num == 8 and cfg.parallel.nodes == 1 and cfg.parallel.sync_bn is False
+    assert set(cfg.parallel) == set(compose_cfg("parallel=single").parallel)
+    validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["parallel.device_num=0"], "parallel.device_num=0: use 1 or more"),
+        (["parallel.device_num=3", "parallel.nodes=2", "parallel.master_port=8118"], "does not divide"),
+        (["parallel.device_num=4", "parallel.nodes=2", "parallel.node_rank=2", "parallel.master_port=8118"], "0 .. 1"),
+        (["parallel.device_num=4", "parallel.nodes=2"], "set parallel.master_port"),
+    ],
+)
+def test_bad_parallel_settings_name_the_key(compose_cfg, overrides, message):
+    with pytest.raises(Pix2PixError, match=re.escape(message)):
+        validate(compose_cfg(*overrides))
+
+
+def test_ranks_read_the_global_batch_between_them():
+    source = AlignedPairSource([Path(f"{i}.jpg") for i in range(11)], "AtoB", 72, 64, True)
+    one_device = EpochStream(source, batch_size=4, seed=3, first=1, last=1)
+    ranks = [EpochStream(source, batch_size=2, seed=3, first=1, last=1, rank=r, ranks=2) for r in (0, 1)]
+    for epoch in (1, 2):
+        batches = one_device.order(epoch).reshape(-1, 4)
+        shards = [stream.order(epoch).reshape(-1, 2) for stream in ranks]
+        assert len(batches) == 2 and all(len(shard) == 2 for shard in shards)  # 11 // 4: the rest is dropped
+        for step, batch in enumerate(batches):
+            assert list(batch) == [*shards[0][step], *shards[1][step]]
+    assert list(ranks[0].order(1)) != list(ranks[0].order(2))  # a new shuffle every epoch
+
+
+def test_workers_share_one_run_folder_and_only_rank_0_records(monkeypatch):
+    monkeypatch.setenv("MS_ROLE", "MS_WORKER")
+    monkeypatch.setenv("RANK_ID", "1")
+    assert job.launcher() == "msrun"
+    extra = job.worker_overrides(["seed=1"])
+    folder = extra[0].removeprefix("hydra.run.dir=")
+    assert re.fullmatch(r"outputs/\d{4}-\d\d-\d\d/\d\d-\d\d-\d\d", folder)
+    assert job.shared_run_dir() == folder  # the parent's start time: the same for every worker
+    assert set(extra[1:]) == set(job.QUIET_RANK_OVERRIDES)
+    monkeypatch.setenv("RANK_ID", "0")
+    assert job.worker_overrides(["hydra.run.dir=/x"]) == []
+    monkeypatch.delenv("MS_ROLE")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    assert job.launcher() == "mpirun"
+
+
+def test_launcher_helpers(tmp_path):
+    assert hydra_quote("/tmp/run-1/x_y") == "/tmp/run-1/x_y"
+    assert hydra_quote("/tmp/a b's") == "'/tmp/a b\\'s'"
+    assert describe_exit(-9) == "killed by SIGKILL" and describe_exit(2) == "exit status 2"
+    log_file = tmp_path / "worker_1.log"
+    log_file.write_text("[2026-11-26 01:00:00,000][pix2pix.tasks][ERROR] - dataset.root: no such folder\nbye\n")
+    assert last_error_line(log_file) == "dataset.root: no such folder"
+    tail = LogTail(log_file)
+    assert tail.lines()[1] == "bye" and tail.lines() == []
+    with open(log_file, "a") as f:
+        f.write("half")
+    assert tail.lines() == []
+    with open(log_file, "a") as f:
+        f.write(" line\n")
+    assert tail.lines() == ["half line"]
+    archive_earlier_logs(tmp_path)
+    (archived,) = tmp_path.glob("before-*/worker_1.log")
+    assert not log_file.exists() and archived.read_text().endswith("half line\n")
+
+
+def test_workers_run_this_python_and_may_preload_another_nccl(tmp_path):
+    env = worker_env(tmp_path)
+    ran = subprocess.run(["python", "-c", "import sys; print(sys.prefix)"], env=env, capture_output=True, text=True)
+    assert ran.stdout.strip() == sys.prefix and env["PYTHONUNBUFFERED"] == "1"
+    library = tmp_path / "libnccl.so.2"
+    library.write_bytes(b"")
+    assert worker_env(tmp_path, str(library))["LD_PRELOAD"].split()[0] == str(library)
+    with pytest.raises(Pix2PixError, match="parallel.nccl_library=/nowhere/libnccl.so.2: no such file"):
+        worker_env(tmp_path, "/nowhere/libnccl.so.2")
+
+
+def test_sync_bn_on_the_cpu_is_refused_before_any_worker_starts(tmp_path):
+    result = run_launch([*TWO_WORKERS, "parallel.sync_bn=true", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "parallel.sync_bn=true: MindSpore's SyncBatchNorm has no CPU kernel" in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "workers").exists()
+
+
+# -- real jobs through msrun (each 10-20 s on two cores) ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one_device_with_their_union_of_data(tmp_path):
+    result = run_launch([*TWO_WORKERS, *PER_SAMPLE, data_dir(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")  # one run folder for the whole job
+    single_dir = tmp_path / "single"
+    single = run_launch(
+        [*TINY, *PER_SAMPLE, "dataset.batch_size=2", data_dir(tmp_path), f"hydra.run.dir={single_dir}"], cwd=tmp_path
+    )
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+
+    # Rank 0 saved what one device with the global batch reaches, to float rounding (4 Adam steps).
+    parallel, one_device = (checkpoint.load(d / "checkpoints" / "last.ckpt") for d in (run_dir, single_dir))
+    assert int(parallel["global_step"].asnumpy()) == int(one_device["global_step"].asnumpy()) == 4
+    assert int(parallel["device_num"].asnumpy()) == 2
+    for name, value in one_device.items():
+        if name.startswith(("G.", "D.", "optimizer_")):
+            np.testing.assert_allclose(parallel[name].asnumpy(), value.asnumpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    # Both ranks hold the same parameters (checked by the job itself, reported with the digest).
+    logs = worker_logs(run_dir)
+    assert sorted(logs) == [0, 1] and digest_of(logs[0]) == digest_of(logs[1])
+    assert "rank 1 of 2 (MCCL" in logs[1]
+    # Only rank 0 writes the run; rank 1's lines stay in its own log.
+    launch_log = (run_dir / "launch.log").read_text()
+    assert "rank 0 of 2" in launch_log and "rank 1 of 2" not in launch_log
+    assert "starting 2 of 2 workers through msrun" in launch_log
+    assert len(list((run_dir / "tensorboard").iterdir())) == 1
+    assert json.loads((run_dir / "metrics.json").read_text())["val_L1"] > 0
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("parallel.device_num=2") == 1
+    assert "training epochs 1-2 x 2 steps (batch 2 x 1 = 2)" in result.stdout  # rank 0's log on the terminal
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_whole_job_quickly(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TWO_WORKERS, *EIGHT_PAIRS, "schedule.n_epochs=50", "fault.kill_at_step=3", "fault.rank=1"]
+    result = run_launch([*args, data_dir(tmp_path), f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    error = next(line for line in output.splitlines() if "so the whole job was stopped" in line)
+    assert "rank 1 stopped (killed by SIGKILL)" in error and str(run_dir / "workers" / "worker_1.log") in error
+    # Bounded: msrun on its own waits about 30 s for its scheduler; the job here ends within seconds.
+    last_rank_line = [ln for ln in worker_logs(run_dir)[1].splitlines() if ln.startswith("[20")][-1]
+    assert (log_time(error) - log_time(last_rank_line)).total_seconds() < 15
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []  # nothing left running
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_at_one_step_and_the_job_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TWO_WORKERS, *EIGHT_PAIRS, "fault.signal_at_step=6", "fault.signal_name=SIGTERM", "fault.rank=1"]
+    stopped = run_launch([*args, data_dir(tmp_path), f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    output = stopped.stdout + stopped.stderr
+    assert stopped.returncode == 143, output[-3000:]
+    assert f"resume with: python launch.py ckpt={run_dir}" in output
+    saved = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    assert [int(saved[k].asnumpy()) for k in ("epoch", "step_in_epoch", "global_step")] == [1, 2, 6]
+
+    # Mid-epoch, the step count depends on the devices: another count is refused.
+    other = run_launch([f"ckpt={run_dir}", "parallel.device_num=1"], cwd=tmp_path)
+    assert other.returncode == 2 and "resume with parallel.device_num=2" in other.stdout + other.stderr
+
+    resumed = run_launch([f"ckpt={run_dir}"], cwd=tmp_path)  # the run's own parallel settings
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming at step 3 of epoch 2" in resumed.stdout
+    final = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    assert int(final["global_step"].asnumpy()) == 8 and int(final["epoch"].asnumpy()) == 2
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [p.step for p in events.Scalars("loss_G_L1")] == list(range(1, 9))
+    assert sorted(p.name for p in (run_dir / "workers").iterdir() if p.is_dir())[0].startswith("before-")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_with_a_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TWO_WORKERS, *EIGHT_PAIRS, "schedule.n_epochs=500", data_dir(tmp_path), f"hydra.run.dir={run_dir}"]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_HOME"}
+    launcher = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    rank_0_log = run_dir / "workers" / "worker_0.log"
+    while not (rank_0_log.is_file() and "epoch 2/" in rank_0_log.read_text()):  # training, past a checkpoint
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.2)
+    launcher.send_signal(signal.SIGINT)
+    output, _ = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, output[-3000:]
+    saved = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    assert int(saved["global_step"].asnumpy()) >= 8 and int(saved["device_num"].asnumpy()) == 2
+    assert "stopped by SIGINT" in output and "resume with" in output
+
+
+@pytest.mark.slow
+def test_joins_a_job_the_user_started_with_msrun(tmp_path):
+    msrun = [sys.executable, "-m", "mindspore.parallel.cluster.run", "--worker_num=2", "--local_worker_num=2"]
+    msrun += ["--master_addr=127.0.0.1", f"--master_port={free_port('127.0.0.1')}", "--join=True"]
+    msrun += [f"--log_dir={tmp_path / 'logs'}"]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_HOME"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    args = [str(ROOT / "launch.py"), *TWO_WORKERS, data_dir(tmp_path)]
+    result = subprocess.run([*msrun, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")  # both workers found the job's one folder
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    launch_log = (run_dir / "launch.log").read_text()
+    assert "rank 0 of 2" in launch_log and "rank 1 of 2" not in launch_log
