@@ -1,20 +1,21 @@
 """Process set-up: CPU kernel choice, device selection, graph mode, seeds.
 
-`prepare_environment()` must run before `import mindspore` (launch.py and
-pix2pix/__init__.py call it): oneDNN reads its ISA cap when it first runs an op.
+`prepare_environment()` must run before `import mindspore` (launch.py and the tests' conftest
+call it): the CPU fast path's library is loaded before MindSpore, and oneDNN reads its ISA cap
+when it first runs an op.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import platform
 import random
 import re
 import subprocess
 
 import numpy as np
 
+from pix2pix import fastpath
 from pix2pix.errors import Pix2PixError
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,16 @@ MODES = ("graph", "pynative")
 
 
 def prepare_environment() -> None:
-    """Environment variables MindSpore reads once, at import or at its first op.
+    """What MindSpore reads once, at import or at its first op.
 
-    - ONEDNN_MAX_CPU_ISA=AVX2 on x86: on AVX-512 machines oneDNN otherwise picks a
-      reference convolution about 100x slower (measured on MindSpore 2.10).
+    - The CPU convolution path (pix2pix.fastpath): on AVX-512 machines MindSpore 2.10's oneDNN
+      otherwise picks a reference convolution about 100x slower. The fast path loads a small native
+      library; where it cannot, oneDNN is capped at AVX2 (ONEDNN_MAX_CPU_ISA).
     - GLOG_v=3: MindSpore's C++ warnings (such as the GPU probe's) stay off the terminal.
     A value the user set already is kept.
     """
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
     os.environ.setdefault("GLOG_v", "3")
+    fastpath.enable()
 
 
 def _nvcc_release(cuda_home: str) -> str | None:
@@ -90,6 +91,18 @@ def ascend_problem() -> str | None:
     return None if count > 0 else "no Ascend device found (npu-smi info shows none?)"
 
 
+def device_count(name: str) -> int | None:
+    """How many devices of kind `name` ('gpu', 'ascend') this machine has; None for the CPU."""
+    if name == "cpu":
+        return None
+    from mindspore import device_context
+
+    try:
+        return getattr(device_context, name).device_count()
+    except RuntimeError:
+        return 0
+
+
 def resolve_device(target: str) -> str:
     """'auto' probes Ascend, then GPU, then the CPU, logging why each was skipped."""
     target = target.lower()
@@ -132,5 +145,17 @@ def seed_everything(seed: int) -> None:
 
 
 def describe_cpu_kernels() -> str:
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "default")
-    return f"oneDNN ISA cap {isa}, {os.cpu_count()} cores"
+    """How the CPU convolutions run here, for the log; says once (as a warning) why the fast path is off
+    where it was wanted."""
+    status = fastpath.enable()
+    if status.problem:
+        log.warning("CPU: %s", status.detail)
+    return f"{status.detail}, {os.cpu_count()} cores"
+
+
+def describe_conv_kernels() -> str | None:
+    """The oneDNN kernels the convolutions actually got (fast path only), for the log."""
+    kernels = fastpath.conv_kernels()
+    if not kernels:
+        return None
+    return ", ".join(f"{direction} {name}" for direction, name in kernels.items() if name)

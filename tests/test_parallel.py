@@ -31,6 +31,7 @@ from pix2pix.parallel.launcher import (
     worker_env,
 )
 from pix2pix.train import checkpoint
+from pix2pix.train.trainer import ResumePoint, check_device_count
 from tests.conftest import ROOT, TINY, run_launch
 
 # Without norm and dropout a sample's gradient does not depend on the rest of its batch: two ranks
@@ -141,6 +142,13 @@ def test_workers_run_this_python_and_may_preload_another_nccl(tmp_path):
         worker_env(tmp_path, "/nowhere/libnccl.so.2")
 
 
+def test_8pcs_on_gpus_that_are_not_here_fails_before_any_worker_starts(tmp_path):
+    result = run_launch(["parallel=8pcs", "device=gpu", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "device=gpu is not available: CUDA_HOME is not set" in result.stderr + result.stdout
+    assert not (tmp_path / "run" / "workers").exists()
+
+
 def test_sync_bn_on_the_cpu_is_refused_before_any_worker_starts(tmp_path):
     result = run_launch([*TWO_WORKERS, "parallel.sync_bn=true", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert result.returncode == 2
@@ -151,11 +159,21 @@ def test_sync_bn_on_the_cpu_is_refused_before_any_worker_starts(tmp_path):
 # -- real jobs through msrun (each 10-20 s on two cores) ------------------------------------------------
 
 
+def user_msrun(tmp_path: Path, args: list[str]) -> subprocess.CompletedProcess:
+    """`msrun ... launch.py ARGS` as a user types it (this environment's python first on PATH)."""
+    msrun = [sys.executable, "-m", "mindspore.parallel.cluster.run", "--worker_num=2", "--local_worker_num=2"]
+    msrun += ["--master_addr=127.0.0.1", f"--master_port={free_port('127.0.0.1')}", "--join=True"]
+    msrun += [f"--log_dir={tmp_path / 'logs'}", str(ROOT / "launch.py")]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_HOME"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return subprocess.run([*msrun, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.slow
-def test_two_ranks_equal_one_device_with_their_union_of_data(tmp_path):
-    result = run_launch([*TWO_WORKERS, *PER_SAMPLE, data_dir(tmp_path)], cwd=tmp_path)
+def test_two_ranks_under_the_users_msrun_equal_one_device_with_their_union_of_data(tmp_path):
+    result = user_msrun(tmp_path, [*TWO_WORKERS, *PER_SAMPLE, data_dir(tmp_path)])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "outputs").glob("*/*")  # one run folder for the whole job
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")  # both workers found the job's one run folder
     single_dir = tmp_path / "single"
     single = run_launch(
         [*TINY, *PER_SAMPLE, "dataset.batch_size=2", data_dir(tmp_path), f"hydra.run.dir={single_dir}"], cwd=tmp_path
@@ -170,17 +188,22 @@ def test_two_ranks_equal_one_device_with_their_union_of_data(tmp_path):
         if name.startswith(("G.", "D.", "optimizer_")):
             np.testing.assert_allclose(parallel[name].asnumpy(), value.asnumpy(), rtol=1e-5, atol=1e-6, err_msg=name)
     # Both ranks hold the same parameters (checked by the job itself, reported with the digest).
-    logs = worker_logs(run_dir)
-    assert sorted(logs) == [0, 1] and digest_of(logs[0]) == digest_of(logs[1])
-    assert "rank 1 of 2 (MCCL" in logs[1]
-    # Only rank 0 writes the run; rank 1's lines stay in its own log.
+    logs = {rank: (tmp_path / "logs" / f"worker_{rank}.log").read_text() for rank in (0, 1)}
+    assert digest_of(logs[0]) == digest_of(logs[1]) and "rank 1 of 2 (MCCL" in logs[1]
+    # Rank 0 records the config and writes the run; rank 1 only logs to its console.
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
     launch_log = (run_dir / "launch.log").read_text()
     assert "rank 0 of 2" in launch_log and "rank 1 of 2" not in launch_log
-    assert "starting 2 of 2 workers through msrun" in launch_log
     assert len(list((run_dir / "tensorboard").iterdir())) == 1
     assert json.loads((run_dir / "metrics.json").read_text())["val_L1"] > 0
-    assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("parallel.device_num=2") == 1
-    assert "training epochs 1-2 x 2 steps (batch 2 x 1 = 2)" in result.stdout  # rank 0's log on the terminal
+
+
+def test_a_checkpoint_from_mid_epoch_resumes_only_on_as_many_devices():
+    mid_epoch = ResumePoint(epoch=1, step_in_epoch=2, global_step=6, val_L1_before=0.5, device_num=2)
+    check_device_count(mid_epoch, 2)
+    with pytest.raises(Pix2PixError, match="resume with parallel.device_num=2"):
+        check_device_count(mid_epoch, 1)
+    check_device_count(ResumePoint(epoch=1, step_in_epoch=0, global_step=4, val_L1_before=0.5, device_num=2), 1)
 
 
 @pytest.mark.slow
@@ -210,10 +233,12 @@ def test_a_signal_to_one_rank_stops_every_rank_at_one_step_and_the_job_resumes(t
     assert f"resume with: python launch.py ckpt={run_dir}" in output
     saved = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
     assert [int(saved[k].asnumpy()) for k in ("epoch", "step_in_epoch", "global_step")] == [1, 2, 6]
-
-    # Mid-epoch, the step count depends on the devices: another count is refused.
-    other = run_launch([f"ckpt={run_dir}", "parallel.device_num=1"], cwd=tmp_path)
-    assert other.returncode == 2 and "resume with parallel.device_num=2" in other.stdout + other.stderr
+    # One run folder: rank 0 writes launch.log (after the launcher's lines), every rank its own log.
+    assert sorted(worker_logs(run_dir)) == [0, 1] and (run_dir / "workers" / "msrun.log").is_file()
+    launch_log = (run_dir / "launch.log").read_text()
+    assert "starting 2 of 2 workers through msrun" in launch_log
+    assert "rank 0 of 2" in launch_log and "rank 1 of 2" not in launch_log
+    assert "training epochs 1-2 x 4 steps (batch 2 x 1 = 2)" in stopped.stdout  # rank 0's log on the terminal
 
     resumed = run_launch([f"ckpt={run_dir}"], cwd=tmp_path)  # the run's own parallel settings
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -245,19 +270,3 @@ def test_ctrl_c_stops_the_workers_with_a_checkpoint(tmp_path):
     saved = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
     assert int(saved["global_step"].asnumpy()) >= 8 and int(saved["device_num"].asnumpy()) == 2
     assert "stopped by SIGINT" in output and "resume with" in output
-
-
-@pytest.mark.slow
-def test_joins_a_job_the_user_started_with_msrun(tmp_path):
-    msrun = [sys.executable, "-m", "mindspore.parallel.cluster.run", "--worker_num=2", "--local_worker_num=2"]
-    msrun += ["--master_addr=127.0.0.1", f"--master_port={free_port('127.0.0.1')}", "--join=True"]
-    msrun += [f"--log_dir={tmp_path / 'logs'}"]
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_HOME"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    args = [str(ROOT / "launch.py"), *TWO_WORKERS, data_dir(tmp_path)]
-    result = subprocess.run([*msrun, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "outputs").glob("*/*")  # both workers found the job's one folder
-    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
-    launch_log = (run_dir / "launch.log").read_text()
-    assert "rank 0 of 2" in launch_log and "rank 1 of 2" not in launch_log

@@ -66,9 +66,13 @@ def test_unknown_device():
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the oneDNN cap is for x86 only")
-@pytest.mark.parametrize("user_value,expected", [(None, "AVX2"), ("AVX512_CORE", "AVX512_CORE")])
-def test_onednn_is_capped_unless_the_user_chose(user_value, expected):
+@pytest.mark.parametrize(
+    "user_value,switch,expected",
+    [(None, "0", "AVX2"), ("AVX512_CORE", "1", "AVX512_CORE"), ("AVX512_CORE", "0", "AVX512_CORE")],
+)
+def test_onednn_is_capped_when_the_fast_path_is_off_unless_the_user_chose(user_value, switch, expected):
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    env["PIX2PIX_CPU_FASTPATH"] = switch
     if user_value:
         env["ONEDNN_MAX_CPU_ISA"] = user_value
     code = "import os; from pix2pix.runtime import prepare_environment; prepare_environment(); "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mindspore import nn
 
-from pix2pix.models.layers import conv4x4, has_bias, init_weights, norm_layer, sequential
+from pix2pix.models.layers import LeakyReLU, conv4x4, has_bias, init_weights, norm_layer, sequential
 
 
 class NLayerDiscriminator(nn.Cell):
@@ -29,7 +29,7 @@ class NLayerDiscriminator(nn.Cell):
     ):
         super().__init__()
         bias = has_bias(norm)
-        layers = [conv4x4(input_nc, ndf, stride=2, bias=True, pad_mode=pad_mode), nn.LeakyReLU(0.2)]
+        layers = [conv4x4(input_nc, ndf, stride=2, bias=True, pad_mode=pad_mode), LeakyReLU(0.2)]
         mult = 1
         for n in range(1, n_layers + 1):
             prev, mult = mult, min(2**n, 8)
@@ -37,7 +37,7 @@ class NLayerDiscriminator(nn.Cell):
             layers += [
                 conv4x4(ndf * prev, ndf * mult, stride=stride, bias=bias, pad_mode=pad_mode),
                 norm_layer(norm, ndf * mult),
-                nn.LeakyReLU(0.2),
+                LeakyReLU(0.2),
             ]
         layers.append(conv4x4(ndf * mult, 1, stride=1, bias=True, pad_mode=pad_mode))
         self.model = sequential(*layers)
@@ -62,10 +62,10 @@ class PixelDiscriminator(nn.Cell):
         bias = has_bias(norm)
         self.model = sequential(
             nn.Conv2d(input_nc, ndf, 1, has_bias=True),
-            nn.LeakyReLU(0.2),
+            LeakyReLU(0.2),
             nn.Conv2d(ndf, ndf * 2, 1, has_bias=bias),
             norm_layer(norm, ndf * 2),
-            nn.LeakyReLU(0.2),
+            LeakyReLU(0.2),
             nn.Conv2d(ndf * 2, 1, 1, has_bias=bias),
         )
         init_weights(self, init_type, init_gain)

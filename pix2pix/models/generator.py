@@ -9,7 +9,7 @@ from __future__ import annotations
 from mindspore import nn, ops
 
 from pix2pix.errors import Pix2PixError
-from pix2pix.models.layers import conv4x4, deconv4x4, has_bias, init_weights, norm_layer, sequential
+from pix2pix.models.layers import LeakyReLU, conv4x4, deconv4x4, has_bias, init_weights, norm_layer, sequential
 
 
 class UnetGenerator(nn.Cell):
@@ -52,7 +52,7 @@ class UnetGenerator(nn.Cell):
             innermost = k == num_downs - 1
             downs.append(
                 sequential(
-                    nn.LeakyReLU(0.2),
+                    LeakyReLU(0.2),
                     conv4x4(width[k - 1], width[k], bias=bias, pad_mode=pad_mode),
                     None if innermost else norm_layer(norm, width[k]),
                 )

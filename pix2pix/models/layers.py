@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 from mindspore.common import initializer as init
 
 from pix2pix.errors import Pix2PixError
@@ -55,6 +55,24 @@ def conv4x4(in_ch: int, out_ch: int, stride: int = 2, bias: bool = False, pad_mo
 def deconv4x4(in_ch: int, out_ch: int, bias: bool = False) -> nn.Cell:
     """Transposed conv kernel 4, stride 2, padding 1: doubles height and width."""
     return nn.Conv2dTranspose(in_ch, out_ch, 4, stride=2, pad_mode="pad", padding=1, has_bias=bias)
+
+
+class LeakyReLU(nn.Cell):
+    """LeakyReLU(x) = max(alpha * x, x), with its gradient written out.
+
+    nn.LeakyReLU's automatic gradient goes through Maximum's (Select, Equal, Greater, Less and a
+    division: about 95 ms of a unet_256 step on the CPU); `bprop` gives the same values directly.
+    """
+
+    def __init__(self, alpha: float = 0.2):
+        super().__init__()
+        self.alpha = alpha
+
+    def construct(self, x):
+        return ops.maximum(x * self.alpha, x)
+
+    def bprop(self, x, out, dout):
+        return (dout * (self.alpha + (1.0 - self.alpha) * (x > 0).astype(x.dtype)),)
 
 
 def sequential(*layers: nn.Cell | None) -> nn.SequentialCell:

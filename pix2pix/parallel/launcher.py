@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -98,7 +99,7 @@ def worker_env(folder: Path, nccl_library: str | None = None) -> dict[str, str]:
       RPATH that LD_LIBRARY_PATH cannot override; a preloaded one is used instead.
     """
     wrapper = folder / "python"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     env = dict(os.environ, PATH=f"{folder}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
     if nccl_library:

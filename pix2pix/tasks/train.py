@@ -13,7 +13,7 @@ from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import count_params
 from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
 from pix2pix.parallel.env import local_index
-from pix2pix.runtime import describe_cpu_kernels, seed_everything, setup_device
+from pix2pix.runtime import describe_cpu_kernels, device_count, resolve_device, seed_everything, setup_device
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train import checkpoint
 from pix2pix.train.step import Pix2PixTrainStep
@@ -137,17 +137,35 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
     return metrics
 
 
+def launch_script() -> Path:
+    """The launch.py the workers run: the one this process runs, else the project's own."""
+    started = Path(sys.argv[0]).absolute()
+    if started.name == "launch.py" and started.is_file():
+        return started
+    project = Path(__file__).resolve().parents[2] / "launch.py"
+    if project.is_file():
+        return project
+    raise Pix2PixError(f"cannot start the workers: no launch.py at {started} or {project}; run python launch.py ...")
+
+
 def train_on_workers(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
-    """A data-parallel job started from this process: the data is checked (and downloaded or
-    generated) once here, then msrun starts the workers, each `launch.py` with the same overrides."""
+    """A data-parallel job started from this process: the device and the data are checked (the data
+    downloaded or generated) once here, then msrun starts the workers, each `launch.py` with the same
+    overrides."""
     from pix2pix.parallel.launcher import launch_workers
 
-    if cfg.parallel.sync_bn and cfg.device.target == "cpu":
+    par = cfg.parallel
+    device = resolve_device(cfg.device.target)
+    if par.sync_bn and device == "cpu":
         raise Pix2PixError(
             "parallel.sync_bn=true: MindSpore's SyncBatchNorm has no CPU kernel; use parallel.sync_bn=false"
         )
+    per_node = par.device_num // par.nodes
+    available = device_count(device)
+    if available is not None and available < per_node:
+        raise Pix2PixError(
+            f"parallel.device_num={par.device_num} over {par.nodes} node(s) needs {per_node} {device} devices here; "
+            f"found {available}: lower parallel.device_num"
+        )
     instantiate(cfg.dataset).prepare()
-    script = Path(sys.argv[0]).absolute()
-    if not (script.is_file() and script.suffix == ".py"):
-        raise Pix2PixError(f"cannot start workers: {script} is not the launch.py script; run python launch.py ...")
-    return launch_workers(cfg.parallel, Path(cfg.paths.output_dir), [str(script), *overrides])
+    return launch_workers(par, Path(cfg.paths.output_dir), [str(launch_script()), *overrides])

@@ -21,6 +21,7 @@ from pix2pix.data.aligned import AlignedData
 from pix2pix.errors import Pix2PixError
 from pix2pix.evaluate.metrics import image_metrics
 from pix2pix.parallel.collective import Ranks, StepAgreement, check_in_sync
+from pix2pix.runtime import describe_conv_kernels
 from pix2pix.track.samples import make_grid, save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train import checkpoint
@@ -114,6 +115,18 @@ class StopRequests:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def check_device_count(resume: ResumePoint, device_num: int) -> None:
+    """A checkpoint written mid-epoch continues only on as many devices as wrote it: the steps of an
+    epoch depend on the count. From the end of an epoch any count is fine."""
+    if resume.step_in_epoch and resume.device_num != device_num:
+        raise Pix2PixError(
+            f"the checkpoint stopped at step {resume.step_in_epoch} of epoch {resume.epoch + 1} with "
+            f"{resume.device_num} device(s), where an epoch has another number of steps than with "
+            f"{device_num}; resume with parallel.device_num={resume.device_num} (other counts are fine "
+            "from a checkpoint at the end of an epoch)"
+        )
 
 
 def format_seconds(seconds: float) -> str:
@@ -266,7 +279,12 @@ class Trainer:
             self.check_finite(values, epoch, step_in_epoch)
             if len(times) == 1 and self.first_step_logged is False:
                 self.first_step_logged = True
-                log.info("first step: %.1f s (includes graph compilation)", times[0])
+                kernels = describe_conv_kernels()
+                log.info(
+                    "first step: %.1f s (includes graph compilation)%s",
+                    times[0],
+                    f"; CPU convolutions: {kernels}" if kernels else "",
+                )
             for name, value in values.items():
                 sums[name] += value
             self.writer.scalars({**values, "step_time_ms": times[-1] * 1000}, self.global_step)
@@ -282,17 +300,11 @@ class Trainer:
             "ms_per_step": 1000 * float(np.median(steady)),
         }
 
-    def start_point(self, resume: ResumePoint | None, steps: int) -> tuple[int, int]:
+    def start_point(self, resume: ResumePoint | None) -> tuple[int, int]:
         """The first epoch to train and the steps of it already done."""
         if resume is None:
             return 1, 0
-        if resume.step_in_epoch and resume.device_num != self.ranks.size:
-            raise Pix2PixError(
-                f"the checkpoint stopped at step {resume.step_in_epoch} of epoch {resume.epoch + 1} with "
-                f"{resume.device_num} device(s), where an epoch has another number of steps than with "
-                f"{self.ranks.size}; resume with parallel.device_num={resume.device_num} (other counts are fine "
-                "from a checkpoint at the end of an epoch)"
-            )
+        check_device_count(resume, self.ranks.size)
         self.val_L1_before = resume.val_L1_before
         self.global_step = resume.global_step
         return resume.epoch + 1, resume.step_in_epoch
@@ -302,7 +314,7 @@ class Trainer:
         settings = self.settings
         val_A, val_B = self.data.val_arrays(settings.val_num_images)
         steps = self.data.steps_per_epoch(self.ranks.size)
-        self.first_epoch, skip = self.start_point(resume, steps)
+        self.first_epoch, skip = self.start_point(resume)
         if resume is None:
             self.val_L1_before = self.validate(val_A, val_B)["L1"]
             log.info(

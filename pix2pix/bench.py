@@ -1,0 +1,226 @@
+"""python -m pix2pix.bench: our CPU training step, timed beside the PyTorch reference.
+
+    python -m pix2pix.bench                                   # our step: ms/step, inference, peak memory
+    python -m pix2pix.bench --compare /path/to/torch/python   # and the reference (../shared/bench), alternately
+    python -m pix2pix.bench --variants fast,avx2 --batch 4    # the CPU fast path on and off
+
+Each measurement runs in its own process (clean peak memory, the fast path chosen at start-up),
+on synthetic inputs in [-1, 1] (no data loading, as the reference). A round runs every variant
+once, in turns; the figures are medians over rounds of each run's median. Steps during which
+other processes used more than 5 % of the machine are left out (the reference's rule), and
+how many were left is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bench_torch.py"
+VARIANTS = {"fast": "1", "avx2": "0"}  # our step with PIX2PIX_CPU_FASTPATH on / off
+BUSY_PCT = 5.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- timing with a contention guard ----------------------------------------------------------------
+
+
+def cpu_sample() -> tuple[float, float, float]:
+    """(wall s, CPU s the machine spent busy, CPU s this process spent)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    busy = (sum(ticks[:7]) - ticks[3] - ticks[4]) / CLOCK_TICKS  # user..softirq without idle and iowait
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return time.perf_counter(), busy, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def others_pct(before: tuple, after: tuple) -> float:
+    """CPU used by other processes between two samples, in % of the machine."""
+    wall = max(after[0] - before[0], 1e-9)
+    return max(0.0, 100 * ((after[1] - before[1]) - (after[2] - before[2])) / (wall * os.cpu_count()))
+
+
+def timed(fn, clean_steps: int) -> dict[str, float]:
+    """Run fn until `clean_steps` ran undisturbed (at most 3x as many); median ms of those."""
+    times, disturbed = [], 0
+    while len(times) < clean_steps and len(times) + disturbed < 3 * clean_steps:
+        before = cpu_sample()
+        fn()
+        after = cpu_sample()
+        if others_pct(before, after) < BUSY_PCT:
+            times.append((after[0] - before[0]) * 1000)
+        else:
+            disturbed += 1
+    return {"median_ms": round(statistics.median(times or [float("nan")]), 2), "disturbed": disturbed}
+
+
+# -- our step ----------------------------------------------------------------------------------------
+
+
+def measure_ours(steps: int, warmup: int, batch: int, size: int, infer: bool) -> dict:
+    """One process: build the configured networks and train step, time them, report JSON."""
+    from pix2pix.runtime import describe_conv_kernels, describe_cpu_kernels, prepare_environment
+
+    prepare_environment()
+    import mindspore as ms
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from pix2pix.config import CONF_DIR, register_resolvers
+    from pix2pix.runtime import seed_everything, setup_device
+    from pix2pix.tasks.train import build_train_step
+    from pix2pix.train.validate import generate
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["device=cpu", f"dataset.crop_size={size}"])
+    setup_device(**cfg.device)
+    seed_everything(0)
+    step = build_train_step(cfg)
+    rng = np.random.default_rng(1)
+    real_A, real_B = (ms.Tensor(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32)) for _ in range(2))
+    step.set_train(True)
+
+    def one_step():
+        for loss in step(real_A, real_B):
+            loss.asnumpy()
+
+    started = time.perf_counter()
+    one_step()
+    first = time.perf_counter() - started
+    for _ in range(warmup - 1):
+        one_step()
+    result = {
+        "framework": f"mindspore {ms.__version__}",
+        "cpu": describe_cpu_kernels(),
+        "first_step_s": round(first, 2),
+        "train": timed(one_step, steps),
+        "conv_kernels": describe_conv_kernels(),
+        "rss_peak_train_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if infer:
+        images = real_A.asnumpy()
+        for _ in range(3):
+            generate(step.G, images, "deterministic")
+        result["infer"] = timed(lambda: generate(step.G, images, "deterministic"), steps)
+    return result
+
+
+# -- the driver ----------------------------------------------------------------------------------------
+
+
+def run_ours(variant: str, args) -> dict:
+    env = dict(os.environ, PIX2PIX_CPU_FASTPATH=VARIANTS[variant], GLOG_v="3")
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    command = [sys.executable, "-m", "pix2pix.bench", "--measure-ours", *common_args(args)]
+    return last_json(subprocess.run(command, capture_output=True, text=True, env=env), f"ours ({variant})")
+
+
+def run_reference(args) -> dict:
+    command = [args.compare, str(args.reference), "--repeats", "1", "--wait-idle", "10", *common_args(args)]
+    if args.no_infer:
+        command.append("--no-infer")
+    return last_json(subprocess.run(command, capture_output=True, text=True), "the reference")
+
+
+def common_args(args) -> list[str]:
+    return [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch={args.batch}", f"--size={args.size}"]
+
+
+def last_json(done: subprocess.CompletedProcess, what: str) -> dict:
+    if done.returncode != 0:
+        sys.exit(f"error: {what} failed (exit {done.returncode}): {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summary(name: str, runs: list[dict], batch: int) -> dict:
+    """Medians over rounds, per image where that is the unit."""
+    if "train_ms_per_step" in runs[0]:  # the reference's JSON
+        train = [r["train_ms_per_step"]["median_of_repeat_medians"] for r in runs]
+        infer = [r["infer_ms_per_image"] for r in runs if "infer_ms_per_image" in r]
+        rss = [r["rss_peak_train_mb"] for r in runs]
+        detail = f"torch {runs[0]['torch']}, {runs[0]['threads']} threads"
+    else:
+        train = [r["train"]["median_ms"] for r in runs]
+        infer = [r["infer"]["median_ms"] / batch for r in runs if "infer" in r]
+        rss = [r["rss_peak_train_mb"] for r in runs]
+        detail = runs[0]["cpu"] + (f"; conv: {runs[0]['conv_kernels']}" if runs[0]["conv_kernels"] else "")
+    return {
+        "name": name,
+        "detail": detail,
+        "train_ms_per_step": round(statistics.median(train), 1),
+        "train_ms_per_image": round(statistics.median(train) / batch, 1),
+        "infer_ms_per_image": round(statistics.median(infer), 1) if infer else None,
+        "rss_peak_train_mb": round(max(rss), 0),
+        "rounds": [round(t, 1) for t in train],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pix2pix.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", metavar="PYTHON", help="an interpreter with torch: also run the reference")
+    parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="bench_torch.py of the reference")
+    parser.add_argument("--variants", default="fast", help="ours: fast (the CPU fast path), avx2 (off), or both")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="undisturbed timed steps per run")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--no-infer", action="store_true", help="skip the inference timing")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON")
+    parser.add_argument("--measure-ours", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure_ours:
+        print(json.dumps(measure_ours(args.steps, args.warmup, args.batch, args.size, not args.no_infer)))
+        return
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"error: --variants {','.join(unknown)}: use {', '.join(VARIANTS)}")
+    if args.compare and not args.reference.is_file():
+        sys.exit(f"error: --reference {args.reference}: no such file (the reference's bench_torch.py)")
+    names = [f"ours ({v})" for v in variants] + (["pytorch reference"] if args.compare else [])
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_ in range(args.rounds):
+        order = names if round_ % 2 == 0 else names[::-1]  # alternate who goes first
+        for name in order:
+            print(f"round {round_ + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
+            variant = name[len("ours (") : -1] if name.startswith("ours") else None
+            runs[name].append(run_ours(variant, args) if variant else run_reference(args))
+    results = [summary(name, runs[name], args.batch) for name in names]
+    print_table(results, args)
+    if args.out:
+        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, default=str))
+
+
+def print_table(results: list[dict], args) -> None:
+    reference = next((r for r in results if r["name"] == "pytorch reference"), None)
+    print(f"batch {args.batch}, {args.size}x{args.size}, {args.rounds} rounds, medians (ms)")
+    print(f"{'':20} {'train/step':>11} {'train/image':>12} {'infer/image':>12} {'peak RSS MB':>12}  ratio to reference")
+    for r in results:
+        ratio = ""
+        if reference and r is not reference:
+            parts = [f"train {r['train_ms_per_step'] / reference['train_ms_per_step']:.2f}x"]
+            if r["infer_ms_per_image"] and reference["infer_ms_per_image"]:
+                parts.append(f"infer {r['infer_ms_per_image'] / reference['infer_ms_per_image']:.2f}x")
+            parts.append(f"memory {r['rss_peak_train_mb'] / reference['rss_peak_train_mb']:.2f}x")
+            ratio = ", ".join(parts)
+        infer = f"{r['infer_ms_per_image']:.1f}" if r["infer_ms_per_image"] else "-"
+        print(
+            f"{r['name']:20} {r['train_ms_per_step']:11.1f} {r['train_ms_per_image']:12.1f} {infer:>12} "
+            f"{r['rss_peak_train_mb']:12.0f}  {ratio}"
+        )
+    for r in results:
+        print(f"  {r['name']}: {r['detail']}; per round {r['rounds']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The CPU fast path: MindSpore 2.10's convolutions at AVX-512 speed (pix2pix/native/conv_shim.c).
+
+On AVX-512 machines MindSpore's bundled oneDNN picks a reference convolution about 100x slower
+than it should; capping oneDNN at AVX2 avoids it at half the vector width. The fast path instead
+loads a small native library (built here on first use with the C compiler, then cached) that
+makes oneDNN take its AVX-512 gemm convolution. `enable()` must run before `import mindspore`
+(runtime.prepare_environment calls it): the library is loaded with RTLD_GLOBAL, so MindSpore's
+calls into oneDNN resolve to it first.
+
+The library is checked once per build in a separate process (a convolution forward and backward
+must come out of the expected kernels); where anything fails, the AVX2 cap is used and the reason
+is reported. PIX2PIX_CPU_FASTPATH=0 switches the fast path off (the AVX2 cap); an
+ONEDNN_MAX_CPU_ISA that you set yourself is left alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+SWITCH = "PIX2PIX_CPU_FASTPATH"
+ISA_CAP = "ONEDNN_MAX_CPU_ISA"
+SOURCE = Path(__file__).resolve().parent / "native" / "conv_shim.c"
+DIRECTIONS = ("forward", "backward-data", "backward-weights")
+SLOW_KERNELS = ("jit_uni_ncsp", "ref:")
+
+# Run in a fresh interpreter: load the library, then one convolution forward and backward on the CPU.
+PROBE = """
+import ctypes, json, sys
+shim = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)
+import numpy as np, mindspore as ms
+from mindspore import nn
+ms.set_device("CPU")
+conv = nn.Conv2d(16, 32, 4, stride=2, pad_mode="pad", padding=1)
+x = ms.Tensor(np.ones((1, 16, 32, 32), np.float32))
+grads = ms.grad(conv, grad_position=0, weights=conv.trainable_params())(x)
+grads[0].asnumpy(), grads[1][0].asnumpy()  # ops run asynchronously: wait for both
+shim.pix2pix_conv_impl.restype = ctypes.c_char_p
+print(json.dumps([shim.pix2pix_conv_impl(k).decode() for k in range(3)]))
+"""
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the CPU convolutions run on in this process, and why."""
+
+    active: bool
+    detail: str  # for the log: the library, or why the AVX2 cap is used
+    problem: bool = False  # the fast path was wanted and could not be used
+
+
+_status: Status | None = None
+_library: ctypes.CDLL | None = None
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("PIX2PIX_CACHE_DIR") or Path(base) / "pix2pix-ms")
+
+
+def has_avx512() -> bool:
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def library_path() -> Path:
+    """One build per source and MindSpore version (the oneDNN it wraps)."""
+    key = hashlib.sha256(SOURCE.read_bytes() + metadata.version("mindspore").encode()).hexdigest()[:16]
+    return cache_dir() / f"conv_shim-{key}.so"
+
+
+def build(target: Path) -> str | None:
+    """Compile the library into `target` (atomically); the reason on failure."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        return "no C compiler (cc or gcc) to build it"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+    os.close(fd)
+    try:
+        try:
+            done = subprocess.run(
+                [compiler, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE), "-ldl"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return f"the C compiler {compiler} did not run ({type(err).__name__})"
+        if done.returncode != 0:
+            return f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+        os.replace(tmp, target)
+        return None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def probe(library: Path) -> tuple[list[str] | None, str]:
+    """The kernels a convolution gets with the library loaded, from a separate process."""
+    env = {k: v for k, v in os.environ.items() if k not in (ISA_CAP, "LD_PRELOAD")}
+    env.update(GLOG_v="3", **{SWITCH: "0"})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, str(library)], capture_output=True, text=True, timeout=300, env=env
+        )
+    except subprocess.TimeoutExpired:
+        return None, "its check timed out"
+    if done.returncode != 0:
+        return None, f"its check failed (exit {done.returncode})"
+    try:
+        kernels = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None, "its check printed no kernels"
+    slow = [k for k in kernels if not k or k.startswith(SLOW_KERNELS)]
+    return (None, f"oneDNN still chose {slow[0] or 'nothing'}") if slow else (kernels, "")
+
+
+def verified_library() -> tuple[Path | None, str]:
+    """The built and checked library, building and checking it on first use (the verdict is cached)."""
+    library = library_path()
+    verdict = library.with_suffix(".json")
+    if verdict.is_file():
+        record = json.loads(verdict.read_text())
+        return (library, "") if record["ok"] and library.is_file() else (None, record["reason"])
+    reason = build(library)
+    kernels = None
+    if reason is None:
+        kernels, reason = probe(library)
+    record = {"ok": kernels is not None, "reason": reason, "kernels": kernels}
+    tmp = verdict.with_suffix(f".{os.getpid()}.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, verdict)
+    return (library, "") if kernels is not None else (None, reason)
+
+
+def switched_off() -> bool:
+    return os.environ.get(SWITCH, "1").strip().lower() in ("0", "off", "false", "no")
+
+
+def enable() -> Status:
+    """Choose the CPU convolution path for this process; call before `import mindspore`."""
+    global _status, _library
+    if _status is not None:
+        return _status
+    if platform.system() != "Linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+        _status = Status(False, "oneDNN defaults (not x86-64 Linux)")
+    elif ISA_CAP in os.environ:
+        _status = Status(False, f"oneDNN ISA cap {os.environ[ISA_CAP]} (set by you)")
+    elif switched_off() or not has_avx512():
+        os.environ[ISA_CAP] = "AVX2"
+        why = f"{SWITCH}=0" if switched_off() else "no AVX-512 here"
+        _status = Status(False, f"oneDNN ISA cap AVX2 ({why})")
+    else:
+        library, reason = verified_library()
+        if library is None:
+            os.environ[ISA_CAP] = "AVX2"
+            _status = Status(False, f"oneDNN ISA cap AVX2: the fast path is unavailable: {reason}", problem=True)
+        else:
+            _library = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+            _library.pix2pix_conv_impl.restype = ctypes.c_char_p
+            _status = Status(True, f"oneDNN AVX-512 fast path ({library.name})")
+    return _status
+
+
+def conv_kernels() -> dict[str, str] | None:
+    """The oneDNN implementation chosen last for each convolution direction (fast path only)."""
+    if _library is None:
+        return None
+    return {d: _library.pix2pix_conv_impl(k).decode() for k, d in enumerate(DIRECTIONS)}
+
+
+if __name__ == "__main__":  # python -m pix2pix.fastpath: build and check now, print the verdict
+    status = enable()
+    print(("on: " if status.active else "off: ") + status.detail)
+    sys.exit(1 if status.problem else 0)
