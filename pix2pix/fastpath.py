@@ -9,8 +9,10 @@ calls into oneDNN resolve to it first.
 
 The library is checked once per build in a separate process (a convolution forward and backward
 must come out of the expected kernels); where anything fails, the AVX2 cap is used and the reason
-is reported. PIX2PIX_CPU_FASTPATH=0 switches the fast path off (the AVX2 cap); an
-ONEDNN_MAX_CPU_ISA that you set yourself is left alone.
+is reported. Once loaded, it is also put in LD_PRELOAD, so that child processes (msrun and joblib
+workers, which may import MindSpore before any of this code runs) load it first.
+PIX2PIX_CPU_FASTPATH=0 switches the fast path off (the AVX2 cap); an ONEDNN_MAX_CPU_ISA that you
+set yourself is left alone.
 """
 
 from __future__ import annotations
@@ -166,14 +168,28 @@ def enable() -> Status:
         _status = Status(False, f"oneDNN ISA cap AVX2 ({why})")
     else:
         library, reason = verified_library()
+        if library is not None and "mindspore" in sys.modules and not loaded(library):
+            library, reason = None, "MindSpore was imported before it could be loaded"
         if library is None:
-            os.environ[ISA_CAP] = "AVX2"
+            os.environ[ISA_CAP] = "AVX2"  # still in time: oneDNN reads it at its first operation
             _status = Status(False, f"oneDNN ISA cap AVX2: the fast path is unavailable: {reason}", problem=True)
         else:
             _library = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
             _library.pix2pix_conv_impl.restype = ctypes.c_char_p
+            # Child processes (msrun and joblib workers, subprocesses) load it before anything else.
+            preload = os.environ.get("LD_PRELOAD", "").split()
+            if str(library) not in preload:
+                os.environ["LD_PRELOAD"] = " ".join([str(library), *preload])
             _status = Status(True, f"oneDNN AVX-512 fast path ({library.name})")
     return _status
+
+
+def loaded(library: Path) -> bool:
+    """Whether this process has `library` mapped already (LD_PRELOAD from a parent)."""
+    try:
+        return str(library) in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
 
 
 def conv_kernels() -> dict[str, str] | None:

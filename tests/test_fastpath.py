@@ -49,6 +49,24 @@ def test_without_a_compiler_the_avx2_cap_is_used_and_the_reason_given(tmp_path):
     assert "the fast path is unavailable: the C compiler /nowhere/cc did not run" in detail
 
 
+@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
+def test_loaded_after_mindspore_it_would_not_work_so_the_avx2_cap_is_used(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
+    environ["PIX2PIX_CACHE_DIR"] = str(tmp_path / "cache")
+    code = "import mindspore; " + STATUS
+    done = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
+    active, problem, cap, detail = done.stdout.strip().split("|")
+    assert (active, problem, cap) == ("False", "True", "AVX2") and "imported before" in detail
+
+
+def test_children_load_it_first(tmp_path):
+    status = fastpath.enable()
+    if status.active:
+        assert str(fastpath.library_path()) in os.environ["LD_PRELOAD"].split()
+    else:
+        assert "conv_shim" not in os.environ.get("LD_PRELOAD", "")
+
+
 def test_the_switch_turns_it_off(tmp_path):
     active, problem, cap, _ = status_in_a_new_process(tmp_path, PIX2PIX_CPU_FASTPATH="0")
     assert (active, problem) == ("False", "False") and cap in ("AVX2", "None")
@@ -67,6 +85,8 @@ def test_training_is_the_same_with_the_fast_path_on_and_off(tmp_path, monkeypatc
     runs = {}
     for switch in ("1", "0"):
         monkeypatch.setenv("PIX2PIX_CPU_FASTPATH", switch)
+        if switch == "0":
+            monkeypatch.delenv("LD_PRELOAD", raising=False)  # what a shell without the fast path has
         run_dir = tmp_path / f"run{switch}"
         args = [*TINY, "model.generator.use_dropout=false", f"paths.data_dir={tmp_path / 'data'}"]
         result = run_launch([*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
