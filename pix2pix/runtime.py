@@ -128,7 +128,17 @@ def setup_device(target: str = "auto", device_id: int = 0, mode: str = "graph", 
     if mode not in MODES:
         raise Pix2PixError(f"device.mode={mode!r}: use graph or pynative")
     name = resolve_device(target)
-    ms.set_device(DEVICE_TARGETS[name], device_id if name != "cpu" else None)
+    try:
+        ms.set_device(DEVICE_TARGETS[name], device_id if name != "cpu" else None)
+    except RuntimeError:
+        # MindSpore fixes the device at its first kernel (in this process, say, code that ran before
+        # the Python API was called); carrying on is right only if that device is the one asked for.
+        current = ms.get_context("device_target")
+        if current != DEVICE_TARGETS[name]:
+            raise Pix2PixError(
+                f"device={name}: MindSpore already runs on {current} in this process; "
+                f"use device={current.lower()}, or a new process"
+            ) from None
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if save_graphs:
         ms.set_context(save_graphs=True)
