@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from pix2pix.track.files import write_text
+
 SWITCH = "PIX2PIX_CPU_FASTPATH"
 ISA_CAP = "ONEDNN_MAX_CPU_ISA"
 SOURCE = Path(__file__).resolve().parent / "native" / "conv_shim.c"
@@ -142,10 +144,7 @@ def verified_library() -> tuple[Path | None, str]:
     if reason is None:
         kernels, reason = probe(library)
     record = {"ok": kernels is not None, "reason": reason, "kernels": kernels}
-    tmp = verdict.with_suffix(f".{os.getpid()}.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, verdict)
+    write_text(verdict, json.dumps(record) + "\n")
     return (library, "") if kernels is not None else (None, reason)
 
 

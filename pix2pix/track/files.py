@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PIL import Image
 
 
 def _temporary(path: Path) -> Path:
+    """A temporary name beside `path`, its own per process: two processes writing the same file at
+    once (sweep jobs, data-parallel workers) never write into each other's temporary file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.partial")
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
 def write_text(path: Path, text: str) -> Path:

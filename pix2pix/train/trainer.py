@@ -22,6 +22,7 @@ from pix2pix.errors import Pix2PixError
 from pix2pix.evaluate.metrics import image_metrics
 from pix2pix.parallel.collective import Ranks, StepAgreement, check_in_sync
 from pix2pix.runtime import describe_conv_kernels
+from pix2pix.track.files import write_text
 from pix2pix.track.samples import make_grid, save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train import checkpoint
@@ -385,5 +386,5 @@ class Trainer:
             **{f"final_{name}": stats[name] for name in LOSS_NAMES},
         }
         if self.ranks.writes:
-            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         return metrics
