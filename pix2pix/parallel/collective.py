@@ -105,15 +105,15 @@ def parameter_digest(*nets: nn.Cell) -> str:
     return digest.hexdigest()
 
 
-def check_in_sync(ranks: Ranks, *nets: nn.Cell) -> str:
-    """Verify that every rank holds the same trainable parameters; returns this rank's digest.
+def check_in_sync(ranks: Ranks, *nets: nn.Cell) -> None:
+    """Verify that every rank of a data-parallel job holds the same trainable parameters.
 
     The digest goes through the all-reduce as 16 numbers of 16 bits (exact in float32 for up to
     256 ranks): the sum equals size x this rank's numbers only when all ranks agree.
     """
-    digest = parameter_digest(*nets)
     if not ranks.distributed:
-        return digest
+        return
+    digest = parameter_digest(*nets)
     chunks = np.frombuffer(bytes.fromhex(digest), dtype=">u2").astype(np.float32)
     summed = ops.AllReduce(ops.ReduceOp.SUM)(ms.Tensor(chunks)).asnumpy()
     if not np.array_equal(summed, chunks * ranks.size):
@@ -122,4 +122,3 @@ def check_in_sync(ranks: Ranks, *nets: nn.Cell) -> str:
             "data-parallel training lost sync: report it with the workers' logs"
         )
     log.info("parameters identical on all %d ranks (sha256 %s)", ranks.size, digest)
-    return digest

@@ -115,7 +115,7 @@ def worker_env(folder: Path, nccl_library: str | None = None) -> dict[str, str]:
 
 def archive_earlier_logs(workers_dir: Path) -> None:
     """A resumed job keeps the logs of the launch before it in workers/before-TIME/."""
-    earlier = [p for p in workers_dir.glob("*.log")] if workers_dir.is_dir() else []
+    earlier = list(workers_dir.glob("*.log")) if workers_dir.is_dir() else []
     if not earlier:
         return
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(max(p.stat().st_mtime for p in earlier)))
@@ -271,11 +271,11 @@ class MsrunJob:
                 self.echo(rank_log)
                 failure = next((m for line in msrun_lines.lines() if (m := WORKER_FAILED.search(line))), None)
                 if failure and self.stop_signal is None:
-                    code = int(failure.group(2))
-                    if code - 128 in STOP_SIGNALS:  # a worker was sent SIGINT/SIGTERM: all stopped together
-                        self.stop_signal = code - 128
+                    worker_status = int(failure.group(2))
+                    if worker_status - 128 in STOP_SIGNALS:  # a worker was sent SIGINT/SIGTERM: all stopped together
+                        self.stop_signal = worker_status - 128
                         break
-                    self.fail(int(failure.group(1)), code)
+                    self.fail(int(failure.group(1)), worker_status)
                 code = self.process.poll()
                 if self.stop_signal is not None and (code is not None or not self.alive_workers()):
                     break

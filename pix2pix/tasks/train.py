@@ -75,8 +75,16 @@ def resume_point(step: Pix2PixTrainStep, path: Path) -> ResumePoint:
     return point
 
 
-def setup_ranks(cfg: DictConfig) -> tuple[str, Ranks]:
-    """The device, and this process's rank in a data-parallel job (one rank when device_num is 1)."""
+def check_sync_bn(par: DictConfig, device: str) -> None:
+    if par.sync_bn and device == "cpu":
+        raise Pix2PixError(
+            "parallel.sync_bn=true: MindSpore's SyncBatchNorm has no CPU kernel; use parallel.sync_bn=false "
+            "(per-device BatchNorm) or device=gpu/ascend"
+        )
+
+
+def setup_ranks(cfg: DictConfig) -> Ranks:
+    """Set up the device; this process's rank in a data-parallel job (one rank when device_num is 1)."""
     distributed = cfg.parallel.device_num > 1
     device_cfg = dict(cfg.device)
     if distributed:
@@ -85,20 +93,16 @@ def setup_ranks(cfg: DictConfig) -> tuple[str, Ranks]:
     detail = f" ({describe_cpu_kernels()})" if device == "cpu" else f" {device_cfg['device_id']}"
     log.info("device: %s%s", device, detail)
     if not distributed:
-        return device, Ranks()
-    if cfg.parallel.sync_bn and device == "cpu":
-        raise Pix2PixError(
-            "parallel.sync_bn=true: MindSpore's SyncBatchNorm has no CPU kernel; use parallel.sync_bn=false "
-            "(per-device BatchNorm) or device=gpu/ascend"
-        )
-    return device, init_collective(device, cfg.parallel.device_num, local_index())
+        return Ranks()
+    check_sync_bn(cfg.parallel, device)
+    return init_collective(device, cfg.parallel.device_num, local_index())
 
 
 def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
     """Train as `cfg` says; with `resume_from`, continue that checkpoint's run in `cfg`'s run folder.
     In a data-parallel job every rank runs this; rank 0 writes the run."""
     run_dir = Path(cfg.paths.output_dir)
-    _, ranks = setup_ranks(cfg)
+    ranks = setup_ranks(cfg)
     seed_everything(cfg.seed + ranks.rank)  # per-rank dropout and jitter streams; weights come from rank 0
 
     data = instantiate(cfg.dataset)
@@ -156,10 +160,7 @@ def train_on_workers(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
 
     par = cfg.parallel
     device = resolve_device(cfg.device.target)
-    if par.sync_bn and device == "cpu":
-        raise Pix2PixError(
-            "parallel.sync_bn=true: MindSpore's SyncBatchNorm has no CPU kernel; use parallel.sync_bn=false"
-        )
+    check_sync_bn(par, device)
     per_node = par.device_num // par.nodes
     available = device_count(device)
     if available is not None and available < per_node:

@@ -374,8 +374,7 @@ class Trainer:
             final["psnr"],
             final["ssim"],
         )
-        if self.ranks.distributed:
-            check_in_sync(self.ranks, self.step.G, self.step.D)
+        check_in_sync(self.ranks, self.step.G, self.step.D)
         metrics = {
             "val_L1_before": l1_before,
             "val_L1": final["L1"],
