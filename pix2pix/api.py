@@ -60,8 +60,9 @@ class Translator:
         self.fit = fit
 
     def generate(self, batch: np.ndarray) -> np.ndarray:
-        """The network itself: float32 NCHW in [-1, 1] -> NCHW in [-1, 1]."""
-        return generate(self.generator, np.ascontiguousarray(batch, dtype=np.float32), self.mode)
+        """The network itself: float32 NCHW in [-1, 1] -> NCHW in [-1, 1]; deterministic mode runs
+        the whole batch at once, paper mode one image at a time (its batch statistics are per image)."""
+        return generate(self.generator, np.ascontiguousarray(batch, dtype=np.float32), self.mode, len(batch))
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         multiple = getattr(self.generator, "input_multiple", 1)

@@ -2,7 +2,8 @@
 
     python -m pix2pix.bench                                   # our step: ms/step, inference, peak memory
     python -m pix2pix.bench --compare /path/to/torch/python   # and the reference (../shared/bench), alternately
-    python -m pix2pix.bench --variants fast,avx2 --batch 4    # the CPU fast path on and off
+    python -m pix2pix.bench --variants fast,gemm,avx2 --batch 4  # the CPU fast path, its parts, off
+    python -m pix2pix.bench --profile 3                       # where our step goes, per oneDNN primitive
 
 Each measurement runs in its own process (clean peak memory, the fast path chosen at start-up),
 on synthetic inputs in [-1, 1] (no data loading, as the reference). A round runs every variant
@@ -14,8 +15,12 @@ how many were left is printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
+import math
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -24,7 +29,8 @@ import time
 from pathlib import Path
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bench_torch.py"
-VARIANTS = {"fast": "1", "avx2": "0"}  # our step with PIX2PIX_CPU_FASTPATH on / off
+# our step with PIX2PIX_CPU_FASTPATH: on (blocked + gemm convolutions), gemm only, off (the AVX2 cap)
+VARIANTS = {"fast": "1", "gemm": "gemm", "avx2": "0"}
 BUSY_PCT = 5.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -65,8 +71,9 @@ def timed(fn, clean_steps: int) -> dict[str, float]:
 # -- our step ----------------------------------------------------------------------------------------
 
 
-def measure_ours(steps: int, warmup: int, batch: int, size: int, infer: bool) -> dict:
-    """One process: build the configured networks and train step, time them, report JSON."""
+def measure_ours(steps: int, warmup: int, batch: int, size: int, infer: bool, profile_steps: int = 0) -> dict:
+    """One process: build the configured networks and train step, time them, report JSON.
+    profile_steps: then run that many steps with oneDNN's execution log on (stdout)."""
     from pix2pix.runtime import describe_conv_kernels, describe_cpu_kernels, prepare_environment
 
     prepare_environment()
@@ -106,22 +113,75 @@ def measure_ours(steps: int, warmup: int, batch: int, size: int, infer: bool) ->
         "conv_kernels": describe_conv_kernels(),
         "rss_peak_train_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if profile_steps:
+        with onednn_exec_log():
+            for _ in range(profile_steps):
+                one_step()
+        result["profiled_steps"] = profile_steps
     if infer:
         images = real_A.asnumpy()
         for _ in range(3):
-            generate(step.G, images, "deterministic")
-        result["infer"] = timed(lambda: generate(step.G, images, "deterministic"), steps)
+            generate(step.G, images, "deterministic", batch)
+        result["infer"] = timed(lambda: generate(step.G, images, "deterministic", batch), steps)
     return result
+
+
+@contextlib.contextmanager
+def onednn_exec_log():
+    """oneDNN's own per-primitive log ("onednn_verbose,...,primitive,exec,...,ms") on stdout, for a while."""
+    onednn = ctypes.CDLL("libdnnl.so.3", mode=os.RTLD_NOLOAD)  # MindSpore's, loaded by now
+    libc = ctypes.CDLL(None)
+    libc.fflush(None)
+    onednn.dnnl_set_verbose(1)  # 1: each primitive execution with its time
+    try:
+        yield
+    finally:
+        onednn.dnnl_set_verbose(0)
+        libc.fflush(None)  # before Python writes the JSON line after it
+
+
+def profile_table(log: str, steps: int, top: int) -> list[str]:
+    """Per step: the oneDNN primitives' time by kind, direction, implementation and shape, with GFLOP/s."""
+    totals: dict[tuple, list[float]] = {}
+    for line in log.splitlines():
+        fields = line.split(",")
+        if not line.startswith("onednn_verbose,") or fields[2:4] != ["primitive", "exec"]:
+            continue
+        key = (fields[5], fields[7], fields[6], fields[-2])  # kind, direction, implementation, shape
+        totals.setdefault(key, [0.0, 0])
+        totals[key][0] += float(fields[-1])
+        totals[key][1] += 1
+    everything = sum(ms for ms, _ in totals.values()) / steps
+    lines = [f"oneDNN: {everything:.1f} ms/step in {sum(n for _, n in totals.values()) // steps} primitives"]
+    lines.append(f"{'ms/step':>8} {'calls':>5} {'GFLOP/s':>8}  kind / direction / implementation / shape")
+    for (kind, direction, impl, shape), (ms, calls) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]:
+        rate = f"{conv_flops(shape) * calls / (ms / 1e3) / 1e9:8.0f}" if conv_flops(shape) else f"{'':8}"
+        lines.append(f"{ms / steps:8.1f} {calls / steps:5.0f} {rate}  {kind} {direction} {impl} {shape}")
+    return lines
+
+
+def conv_flops(shape: str) -> int:
+    """2 x MACs of a convolution from oneDNN's shape string (mb1_ic64oc128_ih128oh64kh4..._iw128ow64kw4...)."""
+    dims = dict(re.findall(r"([a-z]+)(\d+)", shape))
+    if not {"ic", "oc", "oh", "ow", "kh", "kw"} <= dims.keys():
+        return 0
+    names = ("mb", "ic", "oc", "oh", "ow", "kh", "kw")
+    return 2 * math.prod(int(dims.get(n, 1)) for n in names)
 
 
 # -- the driver ----------------------------------------------------------------------------------------
 
 
-def run_ours(variant: str, args) -> dict:
+def ours_env(variant: str) -> dict[str, str]:
     env = dict(os.environ, PIX2PIX_CPU_FASTPATH=VARIANTS[variant], GLOG_v="3")
     env.pop("ONEDNN_MAX_CPU_ISA", None)
+    return env
+
+
+def run_ours(variant: str, args) -> dict:
     command = [sys.executable, "-m", "pix2pix.bench", "--measure-ours", *common_args(args)]
-    return last_json(subprocess.run(command, capture_output=True, text=True, env=env), f"ours ({variant})")
+    done = subprocess.run(command, capture_output=True, text=True, env=ours_env(variant))
+    return last_json(done, f"ours ({variant})")
 
 
 def run_reference(args) -> dict:
@@ -129,6 +189,14 @@ def run_reference(args) -> dict:
     if args.no_infer:
         command.append("--no-infer")
     return last_json(subprocess.run(command, capture_output=True, text=True), "the reference")
+
+
+def profile_ours(variant: str, args) -> None:
+    command = [sys.executable, "-m", "pix2pix.bench", "--measure-ours", "--no-infer", f"--profile={args.profile}"]
+    done = subprocess.run([*command, *common_args(args)], capture_output=True, text=True, env=ours_env(variant))
+    result = last_json(done, f"ours ({variant})")
+    print(f"ours ({variant}): {result['train']['median_ms']:.1f} ms/step; {result['cpu']}")
+    print("\n".join(profile_table(done.stdout, args.profile, args.top)) + "\n")
 
 
 def common_args(args) -> list[str]:
@@ -168,7 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pix2pix.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--compare", metavar="PYTHON", help="an interpreter with torch: also run the reference")
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="bench_torch.py of the reference")
-    parser.add_argument("--variants", default="fast", help="ours: fast (the CPU fast path), avx2 (off), or both")
+    parser.add_argument(
+        "--variants", default="fast", help="ours, comma-separated: fast (the CPU fast path), gemm (its gemm part), avx2"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="undisturbed timed steps per run")
     parser.add_argument("--warmup", type=int, default=5)
@@ -176,15 +246,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--no-infer", action="store_true", help="skip the inference timing")
     parser.add_argument("--out", type=Path, help="also write the results as JSON")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="ours only: time every oneDNN "
+        "primitive over STEPS more steps (oneDNN's own log) and print where the step goes",
+    )
+    parser.add_argument("--top", type=int, default=25, help="rows of the --profile table")
     parser.add_argument("--measure-ours", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure_ours:
-        print(json.dumps(measure_ours(args.steps, args.warmup, args.batch, args.size, not args.no_infer)))
+        infer = not args.no_infer
+        print(json.dumps(measure_ours(args.steps, args.warmup, args.batch, args.size, infer, args.profile)))
         return
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"error: --variants {','.join(unknown)}: use {', '.join(VARIANTS)}")
+    if args.profile:
+        for variant in variants:
+            profile_ours(variant, args)
+        return
     if args.compare and not args.reference.is_file():
         sys.exit(f"error: --reference {args.reference}: no such file (the reference's bench_torch.py)")
     names = [f"ours ({v})" for v in variants] + (["pytorch reference"] if args.compare else [])

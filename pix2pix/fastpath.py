@@ -3,16 +3,17 @@
 On AVX-512 machines MindSpore's bundled oneDNN picks a reference convolution about 100x slower
 than it should; capping oneDNN at AVX2 avoids it at half the vector width. The fast path instead
 loads a small native library (built here on first use with the C compiler, then cached) that
-makes oneDNN take its AVX-512 gemm convolution. `enable()` must run before `import mindspore`
-(runtime.prepare_environment calls it): the library is loaded with RTLD_GLOBAL, so MindSpore's
-calls into oneDNN resolve to it first.
+makes oneDNN take its AVX-512 gemm convolution, and runs the convolutions with many output
+positions in oneDNN's blocked layouts and direct AVX-512 kernels (the library's header says how
+and why). `enable()` must run before `import mindspore` (runtime.prepare_environment calls it):
+the library is loaded with RTLD_GLOBAL, so MindSpore's calls into oneDNN resolve to it first.
 
-The library is checked once per build in a separate process (a convolution forward and backward
+The library is checked once per build in a separate process (convolutions forward and backward
 must come out of the expected kernels); where anything fails, the AVX2 cap is used and the reason
 is reported. Once loaded, it is also put in LD_PRELOAD, so that child processes (msrun and joblib
 workers, which may import MindSpore before any of this code runs) load it first.
-PIX2PIX_CPU_FASTPATH=0 switches the fast path off (the AVX2 cap); an ONEDNN_MAX_CPU_ISA that you
-set yourself is left alone.
+PIX2PIX_CPU_FASTPATH=0 switches the fast path off (the AVX2 cap), PIX2PIX_CPU_FASTPATH=gemm keeps
+every convolution on gemm; an ONEDNN_MAX_CPU_ISA that you set yourself is left alone.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ SOURCE = Path(__file__).resolve().parent / "native" / "conv_shim.c"
 DIRECTIONS = ("forward", "backward-data", "backward-weights")
 SLOW_KERNELS = ("jit_uni_ncsp", "ref:")
 
-# Run in a fresh interpreter: load the library, then one convolution forward and backward on the CPU.
+# Run in a fresh interpreter: load the library, then convolutions forward and backward on the CPU, one
+# too small for blocked layouts (16x16 outputs: gemm) and one large enough (32x32: blocked).
 PROBE = """
 import ctypes, json, sys
 shim = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)
@@ -46,11 +48,12 @@ import numpy as np, mindspore as ms
 from mindspore import nn
 ms.set_device("CPU")
 conv = nn.Conv2d(16, 32, 4, stride=2, pad_mode="pad", padding=1)
-x = ms.Tensor(np.ones((1, 16, 32, 32), np.float32))
-grads = ms.grad(conv, grad_position=0, weights=conv.trainable_params())(x)
-grads[0].asnumpy(), grads[1][0].asnumpy()  # ops run asynchronously: wait for both
-shim.pix2pix_conv_impl.restype = ctypes.c_char_p
-print(json.dumps([shim.pix2pix_conv_impl(k).decode() for k in range(3)]))
+for size in (32, 64):
+    x = ms.Tensor(np.ones((1, 16, size, size), np.float32))
+    grads = ms.grad(conv, grad_position=0, weights=conv.trainable_params())(x)
+    grads[0].asnumpy(), grads[1][0].asnumpy()  # ops run asynchronously: wait for both
+shim.pix2pix_conv_impls.restype = ctypes.c_char_p
+print(json.dumps([shim.pix2pix_conv_impls(k).decode() for k in range(3)]))
 """
 
 
@@ -96,7 +99,7 @@ def build(target: Path) -> str | None:
     try:
         try:
             done = subprocess.run(
-                [compiler, "-O2", "-shared", "-fPIC", "-o", tmp, str(SOURCE), "-ldl"],
+                [compiler, "-O2", "-shared", "-fPIC", "-pthread", "-o", tmp, str(SOURCE), "-ldl"],
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -128,8 +131,13 @@ def probe(library: Path) -> tuple[list[str] | None, str]:
         kernels = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return None, "its check printed no kernels"
-    slow = [k for k in kernels if not k or k.startswith(SLOW_KERNELS)]
+    slow = [k for k in kernels if not k or any(name.startswith(SLOW_KERNELS) for name in kernel_names(k))]
     return (None, f"oneDNN still chose {slow[0] or 'nothing'}") if slow else (kernels, "")
+
+
+def kernel_names(report: str) -> list[str]:
+    """The implementation names in a library report: "jit:avx512_core x2, x64:gemm:jit x1"."""
+    return [part.rsplit(" x", 1)[0] for part in report.split(", ") if part]
 
 
 def verified_library() -> tuple[Path | None, str]:
@@ -174,7 +182,7 @@ def enable() -> Status:
             _status = Status(False, f"oneDNN ISA cap AVX2: the fast path is unavailable: {reason}", problem=True)
         else:
             _library = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
-            _library.pix2pix_conv_impl.restype = ctypes.c_char_p
+            _library.pix2pix_conv_impls.restype = ctypes.c_char_p
             # Child processes (msrun and joblib workers, subprocesses) load it before anything else.
             preload = os.environ.get("LD_PRELOAD", "").split()
             if str(library) not in preload:
@@ -192,10 +200,11 @@ def loaded(library: Path) -> bool:
 
 
 def conv_kernels() -> dict[str, str] | None:
-    """The oneDNN implementation chosen last for each convolution direction (fast path only)."""
+    """The oneDNN implementations of the convolutions created so far, per direction (fast path only):
+    "jit:avx512_core x12, x64:gemm:jit x20"."""
     if _library is None:
         return None
-    return {d: _library.pix2pix_conv_impl(k).decode() for k, d in enumerate(DIRECTIONS)}
+    return {d: _library.pix2pix_conv_impls(k).decode() for k, d in enumerate(DIRECTIONS)}
 
 
 if __name__ == "__main__":  # python -m pix2pix.fastpath: build and check now, print the verdict

@@ -168,4 +168,4 @@ def describe_conv_kernels() -> str | None:
     kernels = fastpath.conv_kernels()
     if not kernels:
         return None
-    return ", ".join(f"{direction} {name}" for direction, name in kernels.items() if name)
+    return "; ".join(f"{direction}: {names}" for direction, names in kernels.items() if names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,13 @@ def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
 @pytest.fixture
 def compose_cfg(tmp_path):
     return lambda *overrides: compose_config(list(overrides), tmp_path)
+
+
+def conv_line(log: str) -> str:
+    """The kernels part of a run log's first-step line ("forward: jit:avx512_core x4, x64:gemm:jit x6; ..."),
+    empty where none was logged (no fast path)."""
+    found = re.search(r"CPU convolutions: (.*)", log)
+    return found.group(1) if found else ""
 
 
 def run_launch(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from mindspore import nn
 
 from pix2pix import fastpath
 from pix2pix.models.layers import LeakyReLU
-from tests.conftest import TINY, run_launch
+from tests.conftest import TINY, conv_line, run_launch
 
 CAN_BUILD = fastpath.has_avx512() and bool(shutil.which("cc") or shutil.which("gcc"))
 STATUS = "from pix2pix import fastpath; import os; s = fastpath.enable(); "
@@ -36,7 +36,11 @@ def test_first_use_builds_checks_and_caches_the_library(tmp_path):
     assert (active, problem, cap) == ("True", "False", "None") and "AVX-512 fast path" in detail
     (verdict,) = (tmp_path / "cache").glob("conv_shim-*.json")
     record = json.loads(verdict.read_text())
-    assert record["ok"] and all(k.startswith("x64:gemm") for k in record["kernels"])  # never jit_uni_ncsp
+    assert record["ok"]
+    for report in record["kernels"]:  # each direction: gemm for the small convolution, blocked for the large one
+        names = fastpath.kernel_names(report)
+        assert "x64:gemm:jit" in names and any("avx512" in n and "gemm" not in n for n in names), report
+        assert not any(n.startswith(fastpath.SLOW_KERNELS) for n in names), report
     built = verdict.with_suffix(".so").stat().st_mtime
     assert status_in_a_new_process(tmp_path)[0] == "True"
     assert verdict.with_suffix(".so").stat().st_mtime == built  # built once
@@ -93,8 +97,66 @@ def test_training_is_the_same_with_the_fast_path_on_and_off(tmp_path, monkeypatc
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         runs[switch] = (json.loads((run_dir / "metrics.json").read_text()), (run_dir / "launch.log").read_text())
     (fast, fast_log), (capped, capped_log) = runs["1"], runs["0"]
-    assert "oneDNN AVX-512 fast path" in fast_log and "CPU convolutions: forward x64:gemm:jit" in fast_log
+    assert "oneDNN AVX-512 fast path" in fast_log
+    kernels = conv_line(fast_log)  # "forward: jit:avx512_core x4, x64:gemm:jit x6; backward-data: ..."
+    assert kernels.startswith("forward: ") and "x64:gemm:jit" in kernels and "jit:avx512_core" in kernels
     assert "oneDNN ISA cap AVX2 (PIX2PIX_CPU_FASTPATH=0)" in capped_log
     # Other kernels round differently: 8 GAN steps stay close, not bitwise equal.
     for key in ("val_L1", "final_loss_G_L1", "final_loss_D_fake"):
         assert fast[key] == pytest.approx(capped[key], rel=1e-3), key
+
+
+# Convolutions of the shapes pix2pix has, forward and both gradients, in a fresh process: blocked ones
+# (enough output positions) and gemm ones (a narrow transposed-convolution output, few positions).
+CONVOLUTIONS = """
+import json, sys
+import numpy as np
+from pix2pix import fastpath
+fastpath.enable()
+import mindspore as ms
+from mindspore import nn
+ms.set_device("CPU")
+rng = np.random.default_rng(0)
+pad = dict(pad_mode="pad", padding=1, has_bias=True)
+layers = [
+    (nn.Conv2d(16, 32, 4, stride=2, **pad), (2, 16, 64, 64)),  # a down-sampling conv, batch 2
+    (nn.Conv2d(32, 1, 4, stride=1, **pad), (1, 32, 33, 33)),  # the PatchGAN's last: one output channel
+    (nn.Conv2dTranspose(32, 16, 4, stride=2, **pad), (1, 32, 32, 32)),  # a U-Net up-sampling conv
+    (nn.Conv2dTranspose(32, 3, 4, stride=2, **pad), (1, 32, 32, 32)),  # the last: 3 channels out
+    (nn.Conv2d(32, 32, 4, stride=2, **pad), (1, 32, 16, 16)),  # an inner one: 8x8 outputs
+]
+arrays = {}
+for i, (cell, shape) in enumerate(layers):
+    for p in cell.trainable_params():
+        p.set_data(ms.Tensor(rng.normal(0, 0.05, p.shape).astype(np.float32)))
+    x = ms.Tensor(rng.normal(size=shape).astype(np.float32))
+    r = ms.Tensor(rng.normal(size=cell(x).shape).astype(np.float32))
+    loss = lambda x: (cell(x) * r).sum()
+    dx, (dw, db) = ms.grad(loss, grad_position=0, weights=cell.trainable_params())(x)
+    for name, value in (("y", cell(x)), ("dx", dx), ("dw", dw), ("db", db)):
+        arrays[f"{i}_{name}"] = value.asnumpy()
+np.savez(sys.argv[1], **arrays)
+print(json.dumps(fastpath.conv_kernels()))
+"""
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
+def test_blocked_convolutions_compute_what_oneDNNs_own_path_does(tmp_path):
+    """The fast path (blocked and gemm convolutions) against oneDNN under the AVX2 cap, without the library."""
+    results = {}
+    for switch in ("1", "0"):
+        env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
+        env.update(PIX2PIX_CPU_FASTPATH=switch, GLOG_v="3")
+        out = tmp_path / f"conv{switch}.npz"
+        done = subprocess.run(
+            [sys.executable, "-c", CONVOLUTIONS, str(out)], env=env, capture_output=True, text=True, check=True
+        )
+        results[switch] = (json.loads(done.stdout.strip().splitlines()[-1]), np.load(out))
+    (kernels, fast), (no_kernels, reference) = results["1"], results["0"]
+    assert no_kernels is None
+    for direction in fastpath.DIRECTIONS:  # both kinds ran in each direction
+        names = fastpath.kernel_names(kernels[direction])
+        assert "x64:gemm:jit" in names and any("gemm" not in n for n in names), kernels
+    for key in reference.files:
+        scale = np.abs(reference[key]).max()
+        np.testing.assert_allclose(fast[key], reference[key], rtol=0, atol=1e-5 * scale, err_msg=key)

@@ -1,0 +1,62 @@
+"""python -m pix2pix.bench: our step timed in a fresh process, the table, the per-primitive profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pix2pix import bench
+from pix2pix.fastpath import has_avx512
+from tests.conftest import ROOT
+
+QUICK = ["--steps=1", "--warmup=1", "--no-infer"]
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    command = [sys.executable, "-m", "pix2pix.bench", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_conv_flops_reads_onednns_shape_string():
+    # unet_256's second down conv: 64 -> 128 channels, 4x4, 128x128 -> 64x64
+    assert bench.conv_flops("mb1_ic64oc128_ih128oh64kh4sh2dh0ph1_iw128ow64kw4sw2dw0pw1") == 2 * 64 * 128 * 16 * 64 * 64
+    assert bench.conv_flops("mb2_ic3oc64_ih256oh128kh4sh2dh0ph1_iw256ow128kw4sw2dw0pw1") == 2 * 2 * 3 * 64 * 16 * 128**2
+    assert bench.conv_flops("mb1ic128ih64iw64") == 0  # a batch norm: no FLOP count
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    result = run_bench("--variants", "fast,turbo")
+    assert result.returncode != 0 and result.stderr.strip() == "error: --variants turbo: use fast, gemm, avx2"
+    result = run_bench("--compare", sys.executable, "--reference", str(tmp_path / "none.py"))
+    assert result.returncode != 0 and "no such file (the reference's bench_torch.py)" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_table_and_its_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_bench("--variants=fast,avx2", "--rounds=1", *QUICK, f"--out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "batch 1, 256x256, 1 rounds, medians (ms)" in result.stdout
+    (fast, capped) = json.loads(out.read_text())["results"]
+    assert (fast["name"], capped["name"]) == ("ours (fast)", "ours (avx2)")
+    assert fast["train_ms_per_step"] > 0 and fast["rss_peak_train_mb"] > 500  # unet_256 with its Adam
+    assert "oneDNN ISA cap AVX2 (PIX2PIX_CPU_FASTPATH=0)" in capped["detail"]
+    if has_avx512():
+        assert "AVX-512 fast path" in fast["detail"] and "x64:gemm:jit" in fast["detail"]
+
+
+@pytest.mark.slow
+def test_profile_shows_where_the_step_goes():
+    result = run_bench("--profile=1", *QUICK, "--top=5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("ours (fast): ") and " ms/step; " in lines[0]
+    assert lines[1].startswith("oneDNN: ") and " ms/step in " in lines[1]
+    rows = [line for line in lines[3:] if line.strip()]
+    assert len(rows) == 5 and all(" convolution " in row for row in rows[:3])  # convolutions dominate
+    assert all(float(row.split()[2]) > 1 for row in rows[:3])  # their GFLOP/s
