@@ -4,6 +4,7 @@
     python -m pix2pix.bench --compare /path/to/torch/python   # and the reference (../shared/bench), alternately
     python -m pix2pix.bench --variants fast,gemm,avx2 --batch 4  # the CPU fast path, its parts, off
     python -m pix2pix.bench --profile 3                       # where our step goes, per oneDNN primitive
+    python -m pix2pix.bench model/generator=resnet_9blocks    # other networks (Hydra overrides; no --compare)
 
 Each measurement runs in its own process (clean peak memory, the fast path chosen at start-up),
 on synthetic inputs in [-1, 1] (no data loading, as the reference). A round runs every variant
@@ -71,9 +72,12 @@ def timed(fn, clean_steps: int) -> dict[str, float]:
 # -- our step ----------------------------------------------------------------------------------------
 
 
-def measure_ours(steps: int, warmup: int, batch: int, size: int, infer: bool, profile_steps: int = 0) -> dict:
+def measure_ours(
+    steps: int, warmup: int, batch: int, size: int, infer: bool, profile_steps: int = 0, overrides: list[str] = ()
+) -> dict:
     """One process: build the configured networks and train step, time them, report JSON.
-    profile_steps: then run that many steps with oneDNN's execution log on (stdout)."""
+    profile_steps: then run that many steps with oneDNN's execution log on (stdout).
+    overrides: Hydra overrides of the default config (other networks)."""
     from pix2pix.runtime import describe_conv_kernels, describe_cpu_kernels, prepare_environment
 
     prepare_environment()
@@ -88,7 +92,7 @@ def measure_ours(steps: int, warmup: int, batch: int, size: int, infer: bool, pr
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["device=cpu", f"dataset.crop_size={size}"])
+        cfg = compose(config_name="config", overrides=["device=cpu", f"dataset.crop_size={size}", *overrides])
     setup_device(**cfg.device)
     seed_everything(0)
     step = build_train_step(cfg)
@@ -179,7 +183,7 @@ def ours_env(variant: str) -> dict[str, str]:
 
 
 def run_ours(variant: str, args) -> dict:
-    command = [sys.executable, "-m", "pix2pix.bench", "--measure-ours", *common_args(args)]
+    command = [sys.executable, "-m", "pix2pix.bench", "--measure-ours", *ours_args(args)]
     done = subprocess.run(command, capture_output=True, text=True, env=ours_env(variant))
     return last_json(done, f"ours ({variant})")
 
@@ -193,7 +197,7 @@ def run_reference(args) -> dict:
 
 def profile_ours(variant: str, args) -> None:
     command = [sys.executable, "-m", "pix2pix.bench", "--measure-ours", "--no-infer", f"--profile={args.profile}"]
-    done = subprocess.run([*command, *common_args(args)], capture_output=True, text=True, env=ours_env(variant))
+    done = subprocess.run([*command, *ours_args(args)], capture_output=True, text=True, env=ours_env(variant))
     result = last_json(done, f"ours ({variant})")
     print(f"ours ({variant}): {result['train']['median_ms']:.1f} ms/step; {result['cpu']}")
     print("\n".join(profile_table(done.stdout, args.profile, args.top)) + "\n")
@@ -201,6 +205,10 @@ def profile_ours(variant: str, args) -> None:
 
 def common_args(args) -> list[str]:
     return [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch={args.batch}", f"--size={args.size}"]
+
+
+def ours_args(args) -> list[str]:
+    return [*common_args(args), *args.overrides]
 
 
 def last_json(done: subprocess.CompletedProcess, what: str) -> dict:
@@ -256,11 +264,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--top", type=int, default=25, help="rows of the --profile table")
     parser.add_argument("--measure-ours", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="Hydra overrides for our networks (without --compare)"
+    )
     args = parser.parse_args(argv)
     if args.measure_ours:
         infer = not args.no_infer
-        print(json.dumps(measure_ours(args.steps, args.warmup, args.batch, args.size, infer, args.profile)))
+        measured = measure_ours(args.steps, args.warmup, args.batch, args.size, infer, args.profile, args.overrides)
+        print(json.dumps(measured))
         return
+    if args.overrides and args.compare:
+        sys.exit("error: overrides change our networks, the reference has the paper's: leave out --compare or them")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -287,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def print_table(results: list[dict], args) -> None:
     reference = next((r for r in results if r["name"] == "pytorch reference"), None)
-    print(f"batch {args.batch}, {args.size}x{args.size}, {args.rounds} rounds, medians (ms)")
+    networks = f", {' '.join(args.overrides)}" if args.overrides else ""
+    print(f"batch {args.batch}, {args.size}x{args.size}{networks}, {args.rounds} rounds, medians (ms)")
     print(f"{'':20} {'train/step':>11} {'train/image':>12} {'infer/image':>12} {'peak RSS MB':>12}  ratio to reference")
     for r in results:
         ratio = ""
