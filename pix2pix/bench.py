@@ -10,7 +10,7 @@ Each measurement runs in its own process (clean peak memory, the fast path chose
 on synthetic inputs in [-1, 1] (no data loading, as the reference). A round runs every variant
 once, in turns; the figures are medians over rounds of each run's median. Steps during which
 other processes used more than 5 % of the machine are left out (the reference's rule), and
-how many were left is printed.
+how many of ours were left out is printed (the reference's JSON has its own count).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from pix2pix.track.files import write_text
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bench_torch.py"
 # our step with PIX2PIX_CPU_FASTPATH: on (blocked + gemm convolutions), gemm only, off (the AVX2 cap)
@@ -92,7 +94,7 @@ def measure_ours(
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["device=cpu", f"dataset.crop_size={size}", *overrides])
+        cfg = compose(config_name="config", overrides=our_overrides(size, overrides))
     setup_device(**cfg.device)
     seed_everything(0)
     step = build_train_step(cfg)
@@ -203,6 +205,23 @@ def profile_ours(variant: str, args) -> None:
     print("\n".join(profile_table(done.stdout, args.profile, args.top)) + "\n")
 
 
+def check_our_overrides(args) -> None:
+    """The overrides as launch.py checks them (one line naming the key and the fix), before any run."""
+    from pix2pix.config import check_overrides, register_resolvers
+    from pix2pix.errors import Pix2PixError
+
+    register_resolvers()
+    try:
+        check_overrides(our_overrides(args.size, args.overrides))
+    except Pix2PixError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def our_overrides(size: int, overrides: list[str]) -> list[str]:
+    return ["device=cpu", f"dataset.crop_size={size}", *overrides]
+
+
 def common_args(args) -> list[str]:
     return [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch={args.batch}", f"--size={args.size}"]
 
@@ -229,6 +248,7 @@ def summary(name: str, runs: list[dict], batch: int) -> dict:
         infer = [r["infer"]["median_ms"] / batch for r in runs if "infer" in r]
         rss = [r["rss_peak_train_mb"] for r in runs]
         detail = runs[0]["cpu"] + (f"; conv: {runs[0]['conv_kernels']}" if runs[0]["conv_kernels"] else "")
+        detail += f"; {sum(r['train']['disturbed'] for r in runs)} disturbed steps left out"
     return {
         "name": name,
         "detail": detail,
@@ -279,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"error: --variants {','.join(unknown)}: use {', '.join(VARIANTS)}")
+    check_our_overrides(args)
     if args.profile:
         for variant in variants:
             profile_ours(variant, args)
@@ -296,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     results = [summary(name, runs[name], args.batch) for name in names]
     print_table(results, args)
     if args.out:
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, default=str))
+        write_text(args.out, json.dumps({"args": vars(args) | {"out": str(args.out)}, "results": results}, default=str))
 
 
 def print_table(results: list[dict], args) -> None:

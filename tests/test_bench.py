@@ -35,6 +35,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     assert result.returncode != 0 and "no such file (the reference's bench_torch.py)" in result.stderr
     result = run_bench("--compare", sys.executable, "model.generator.ngf=8")
     assert result.returncode != 0 and "the reference has the paper's" in result.stderr
+    result = run_bench("model.generator.nfg=8")  # a typo: the launcher's own one-line check, before any run
+    assert result.returncode == 2 and "round 1" not in result.stderr
+    assert result.stderr.strip().startswith("error: 'model.generator.nfg' is not a config key; check its spelling")
 
 
 def test_the_table_and_its_json(tmp_path):
