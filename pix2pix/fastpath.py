@@ -118,7 +118,7 @@ def build(target: Path) -> str | None:
 def probe(library: Path) -> tuple[list[str] | None, str]:
     """The kernels a convolution gets with the library loaded, from a separate process."""
     env = {k: v for k, v in os.environ.items() if k not in (ISA_CAP, "LD_PRELOAD")}
-    env.update(GLOG_v="3", **{SWITCH: "0"})
+    env.update(GLOG_v="3", **{SWITCH: "1"})  # check the whole library (blocked and gemm), whatever the mode here
     try:
         done = subprocess.run(
             [sys.executable, "-c", PROBE, str(library)], capture_output=True, text=True, timeout=300, env=env
