@@ -4,6 +4,8 @@ Thin on purpose: the command line is checked, Hydra composes the config, and
 pix2pix.tasks runs it (importable code, so Hydra launchers can pickle it).
 """
 
+from __future__ import annotations
+
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from omegaconf import DictConfig  # noqa: E402
 from pix2pix.config import check_overrides, register_resolvers  # noqa: E402
 from pix2pix.errors import Pix2PixError  # noqa: E402
 from pix2pix.parallel import env as job  # noqa: E402
+from pix2pix.parallel.lifeline import die_with_parent  # noqa: E402
 
 register_resolvers()
 
@@ -46,6 +49,8 @@ def wait_for_a_fresh_run_folder(overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if job.is_scheduler() or job.launcher():
+        die_with_parent()  # a worker or scheduler never outlives the msrun (or mpirun) that started it
     if job.is_scheduler():  # msrun runs this script as its scheduler too
         from pix2pix.parallel.collective import serve_as_scheduler
 

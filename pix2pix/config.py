@@ -7,8 +7,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pix2pix.data.images import PILLOW_PIXEL_LIMIT
 from pix2pix.errors import Pix2PixError
-from pix2pix.runs import TRAINED_RUN_TASKS, hydra_record_dir, open_trained_run, task_output_dir, uses_trained_run
+from pix2pix.runs import (
+    TRAINED_RUN_TASKS,
+    check_not_busy,
+    hydra_record_dir,
+    open_trained_run,
+    owns_the_run,
+    task_output_dir,
+    uses_trained_run,
+)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -25,6 +34,7 @@ CHOICES = {
     "predict.fit": PREDICT_FITS,
     "export.format": EXPORT_FORMATS,
     "optimized_metric": OPTIMIZED_METRICS,
+    "checkpoint.resume": ("exact", "next_epoch"),
 }
 
 
@@ -69,7 +79,10 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
             cfg = compose(config_name="config", overrides=overrides)
             check_value_types(cfg, compose(config_name="config", overrides=choices), overrides)
             if uses_trained_run(cfg.task, cfg.ckpt):
-                cfg = open_trained_run(cfg, overrides).cfg
+                run = open_trained_run(cfg, overrides)
+                if cfg.task == "train" and run.folder is not None and not run.forked and owns_the_run():
+                    check_not_busy(run.folder)
+                cfg = run.cfg
             for group in ("dataset", "model", "optimizer", "schedule", "device", "parallel"):
                 OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:
@@ -148,6 +161,11 @@ def validate(cfg: DictConfig) -> None:
         raise Pix2PixError(
             "model.norm=sync_batch is what parallel.sync_bn=true makes of model.norm=batch in a data-parallel job; "
             "use model.norm=batch (with parallel.sync_bn=true)"
+        )
+    max_pixels = cfg.data.max_pixels
+    if not 1 <= max_pixels <= PILLOW_PIXEL_LIMIT:
+        raise Pix2PixError(
+            f"data.max_pixels={max_pixels}: use 1 to {PILLOW_PIXEL_LIMIT} (Pillow refuses larger images itself)"
         )
     keep_last = cfg.checkpoint.get("keep_last")
     if keep_last is not None and keep_last < 1:

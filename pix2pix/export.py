@@ -17,6 +17,7 @@ from mindspore import nn
 
 from pix2pix.config import EXPORT_FORMATS
 from pix2pix.errors import Pix2PixError
+from pix2pix.track.files import write_failed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def export_generator(generator: nn.Cell, fmt: str, path: Path, input_shape: tupl
         if fmt == "ONNX":
             make_onnx_batch_dynamic(written)
         os.replace(written, final)
+    except OSError as err:
+        raise write_failed(final, err, "exporting") from None
     finally:
         written.unlink(missing_ok=True)
     return final

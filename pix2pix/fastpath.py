@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -31,9 +32,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from pix2pix.errors import Pix2PixError
+from pix2pix.locks import FileLock
 from pix2pix.track.files import write_text
 
 SWITCH = "PIX2PIX_CPU_FASTPATH"
+CACHE_ENV = "PIX2PIX_CACHE_DIR"
+REBUILD = "retry with: python -m pix2pix.fastpath --rebuild"
 ISA_CAP = "ONEDNN_MAX_CPU_ISA"
 SOURCE = Path(__file__).resolve().parent / "native" / "conv_shim.c"
 DIRECTIONS = ("forward", "backward-data", "backward-weights")
@@ -72,7 +77,36 @@ _library: ctypes.CDLL | None = None
 
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(os.environ.get("PIX2PIX_CACHE_DIR") or Path(base) / "pix2pix-ms")
+    return Path(os.environ.get(CACHE_ENV) or Path(base) / "pix2pix-ms")
+
+
+class CacheProblem(Exception):
+    """The cache cannot be used; the message says why and what to do."""
+
+
+def untrusted(path: Path) -> str | None:
+    """Why `path` must not be loaded into this process: another user's, or writable by others."""
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        return f"{path} belongs to another user (uid {info.st_uid}); set {CACHE_ENV} to a folder of yours"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by others (mode {stat.filemode(info.st_mode)}); run chmod go-w {path}"
+    return None
+
+
+def trusted_cache() -> Path:
+    """The cache folder, created owner-only if missing; CacheProblem if it cannot be used safely."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = untrusted(folder)
+    except OSError as err:
+        raise CacheProblem(
+            f"cannot use its cache folder {folder} ({err.strerror}); set {CACHE_ENV} to a folder you may write"
+        ) from None
+    if problem:
+        raise CacheProblem(problem)
+    return folder
 
 
 def has_avx512() -> bool:
@@ -82,10 +116,10 @@ def has_avx512() -> bool:
         return False
 
 
-def library_path() -> Path:
+def library_path(folder: Path) -> Path:
     """One build per source and MindSpore version (the oneDNN it wraps)."""
     key = hashlib.sha256(SOURCE.read_bytes() + metadata.version("mindspore").encode()).hexdigest()[:16]
-    return cache_dir() / f"conv_shim-{key}.so"
+    return folder / f"conv_shim-{key}.so"
 
 
 def build(target: Path) -> str | None:
@@ -108,6 +142,7 @@ def build(target: Path) -> str | None:
             return f"the C compiler {compiler} did not run ({type(err).__name__})"
         if done.returncode != 0:
             return f"{compiler} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
+        os.chmod(tmp, 0o755)  # never group- or world-writable, whatever the umask
         os.replace(tmp, target)
         return None
     finally:
@@ -140,20 +175,51 @@ def kernel_names(report: str) -> list[str]:
     return [part.rsplit(" x", 1)[0] for part in report.split(", ") if part]
 
 
-def verified_library() -> tuple[Path | None, str]:
-    """The built and checked library, building and checking it on first use (the verdict is cached)."""
-    library = library_path()
-    verdict = library.with_suffix(".json")
-    if verdict.is_file():
+def read_verdict(verdict: Path) -> dict | None:
+    """A build's recorded verdict; None where it is missing, empty or damaged (the library is rebuilt)."""
+    try:
         record = json.loads(verdict.read_text())
-        return (library, "") if record["ok"] and library.is_file() else (None, record["reason"])
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("ok"), bool):
+        return None
+    return record
+
+
+def build_and_check(library: Path, verdict: Path) -> dict:
+    """Build the library, check it in a fresh process and record the verdict (the caller holds the lock)."""
     reason = build(library)
     kernels = None
     if reason is None:
         kernels, reason = probe(library)
     record = {"ok": kernels is not None, "reason": reason, "kernels": kernels}
     write_text(verdict, json.dumps(record) + "\n")
-    return (library, "") if kernels is not None else (None, reason)
+    return record
+
+
+def verified_library(rebuild: bool = False) -> Path:
+    """The built and checked library, building and checking it on first use (the verdict is cached;
+    one process builds while the others wait). CacheProblem says why it cannot be used."""
+    folder = trusted_cache()
+    library = library_path(folder)
+    verdict = library.with_suffix(".json")
+    record = None if rebuild else read_verdict(verdict)
+    if record is None or (record["ok"] and not library.is_file()):
+        try:
+            with FileLock(library.with_suffix(".lock")):
+                record = None if rebuild else read_verdict(verdict)  # another process may have built it meanwhile
+                if record is None or (record["ok"] and not library.is_file()):
+                    record = build_and_check(library, verdict)
+        except OSError as err:
+            raise CacheProblem(
+                f"cannot write its cache folder {folder} ({err.strerror}); set {CACHE_ENV} to a folder you may write"
+            ) from None
+    if not record["ok"]:
+        raise CacheProblem(f"{record.get('reason') or 'its build failed'} (once that is fixed: {REBUILD})")
+    problem = untrusted(library)
+    if problem:
+        raise CacheProblem(problem)
+    return library
 
 
 def switched_off() -> bool:
@@ -174,10 +240,12 @@ def enable() -> Status:
         why = f"{SWITCH}=0" if switched_off() else "no AVX-512 here"
         _status = Status(False, f"oneDNN ISA cap AVX2 ({why})")
     else:
-        library, reason = verified_library()
-        if library is not None and "mindspore" in sys.modules and not loaded(library):
-            library, reason = None, "MindSpore was imported before it could be loaded"
-        if library is None:
+        try:
+            library = verified_library()
+            if "mindspore" in sys.modules and not loaded(library):
+                raise CacheProblem("MindSpore was imported before it could be loaded")
+        except Exception as err:  # noqa: BLE001 - the fast path must never stop a command
+            reason = str(err) if isinstance(err, (CacheProblem, Pix2PixError)) else f"{type(err).__name__}: {err}"
             os.environ[ISA_CAP] = "AVX2"  # still in time: oneDNN reads it at its first operation
             _status = Status(False, f"oneDNN ISA cap AVX2: the fast path is unavailable: {reason}", problem=True)
         else:
@@ -207,7 +275,20 @@ def conv_kernels() -> dict[str, str] | None:
     return {d: _library.pix2pix_conv_impls(k).decode() for k, d in enumerate(DIRECTIONS)}
 
 
-if __name__ == "__main__":  # python -m pix2pix.fastpath: build and check now, print the verdict
+def main(argv: list[str]) -> int:
+    """python -m pix2pix.fastpath [--rebuild]: build and check now (--rebuild: again), print the verdict."""
+    if argv not in ([], ["--rebuild"]):
+        print("usage: python -m pix2pix.fastpath [--rebuild]", file=sys.stderr)
+        return 2
+    if argv:
+        try:
+            verified_library(rebuild=True)
+        except Exception:  # noqa: BLE001 - enable() below reports it in one line
+            pass
     status = enable()
     print(("on: " if status.active else "off: ") + status.detail)
-    sys.exit(1 if status.problem else 0)
+    return 1 if status.problem else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

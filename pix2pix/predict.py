@@ -11,6 +11,7 @@ onto the output unchanged.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ from PIL import Image
 
 from pix2pix.config import PREDICT_FITS
 from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key, to_array
+from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_note, read_image
 from pix2pix.errors import Pix2PixError
-from pix2pix.track.files import save_image
+from pix2pix.track.files import result_names, save_image
 from pix2pix.track.samples import to_uint8
 
 log = logging.getLogger(__name__)
@@ -74,49 +76,84 @@ def restore_image(output: np.ndarray, prepared: Prepared, fit: str) -> Image.Ima
 
 
 def image_files(source: Path, exclude: Path | None = None) -> list[Path]:
-    """`source` itself, or the images under the folder `source` (recursively, naturally sorted)."""
+    """`source` itself, or the images under the folder `source` (recursively, naturally sorted), leaving
+    out the folder `exclude` when it lies inside `source` (the results of an earlier run)."""
     if source.is_file():
         return [source]
     if not source.is_dir():
         raise Pix2PixError(f"predict.input={source}: no such file or folder")
-    exclude = exclude.resolve() if exclude else None
+    inside = exclude is not None and real(exclude) != real(source) and real(exclude).is_relative_to(real(source))
+    skip = real(exclude) if inside else None
     files = [
         p
         for p in source.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not (exclude and p.resolve().is_relative_to(exclude))
+        if p.suffix.lower() in IMAGE_SUFFIXES and not (skip and real(p).is_relative_to(skip)) and listed(p)
     ]
     if not files:
         raise Pix2PixError(f"predict.input={source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return sorted(files, key=lambda p: [*p.relative_to(source).parent.parts, *natural_key(p)])
 
 
-def output_path(file: Path, source: Path, output: Path) -> Path:
-    """Where the translation of `file` goes: the same relative path under `output`, as PNG."""
-    relative = Path(file.name) if source.is_file() else file.relative_to(source)
-    return (output / relative).with_suffix(".png")
+def real(path: Path) -> Path:
+    """The path with every link followed; a link loop stays as it is (Path.resolve raises on one)."""
+    return Path(os.path.realpath(path))
+
+
+def listed(path: Path) -> bool:
+    """Anything but a folder: a file, or what cannot be read as one (a link loop, a dangling link, a
+    FIFO), which is then skipped with a warning like any unreadable file instead of vanishing silently."""
+    return not path.is_dir()
+
+
+def output_paths(files: list[Path], source: Path, output: Path) -> list[Path]:
+    """Where each translation goes: the same relative path under `output`, as PNG; the source extension
+    stays in the name where two inputs of a folder share a stem (a.jpg, a.png -> a.jpg.png, a.png.png).
+    A result that would replace one of the inputs is refused, before anything is translated."""
+    relative = [Path(file.name) if source.is_file() else file.relative_to(source) for file in files]
+    paths = [output / rel.parent / f"{name}.png" for rel, name in zip(relative, result_names(relative))]
+    inputs = {same_file_key(file): file for file in files}
+    for path in paths:
+        clash = inputs.get(same_file_key(path))
+        if clash is not None:
+            raise Pix2PixError(
+                f"predict.output={output}: the result for {clash} would replace that input; choose another "
+                "predict.output (by default results go to <run>/predict/images)"
+            )
+    return paths
+
+
+def same_file_key(path: Path) -> tuple:
+    """What identifies a file on disk (so a link or a hard link to an input counts as that input)."""
+    try:
+        info = path.stat()
+        return ("inode", info.st_dev, info.st_ino)
+    except OSError:
+        return ("path", str(real(path)))
 
 
 def translate_files(
     files: list[Path],
-    source: Path,
-    output: Path,
+    outputs: list[Path],
     translate: Callable[[Image.Image], Image.Image],
-    progress: Callable[[Iterator[Path]], Iterator[Path]] = iter,
+    progress: Callable[[Iterator], Iterator] = iter,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[int, list[str]]:
     """Translate and write one file at a time (memory stays flat for any number of files).
 
-    A file that cannot be read is skipped with a warning; returns (written, problems).
+    A file that cannot be read (corrupt, not an image, over data.max_pixels) is skipped with a warning;
+    returns (written, problems).
     """
     written, problems = 0, []
-    for file in progress(iter(files)):
+    for file, output in progress(zip(files, outputs)):
         try:
-            with Image.open(file) as img:
-                img.load()
-                result = translate(img)
-        except (OSError, SyntaxError, ValueError) as err:
-            problems.append(f"{file}: {err}")
-            log.warning("skipped %s: not a readable image (%s)", file, err)
+            decoded = read_image(file, max_pixels)
+        except UnreadableImage as err:
+            problems.append(str(err))
+            log.warning("skipped %s", err)
             continue
-        save_image(output_path(file, source, output), result, format="PNG")
+        note = conversion_note(decoded)
+        if note:
+            log.warning("%s: %s", file, note)
+        save_image(output, translate(decoded.image), format="PNG")
         written += 1
     return written, problems

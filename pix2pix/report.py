@@ -23,6 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pix2pix.data.aligned import natural_key
+from pix2pix.track.files import write_text
 
 TRAIN_COLUMNS = (
     ("val_L1", "val L1", "{:.4f}"),
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.performance:
         text = performance_tables(find_runs(args.paths, "benchmark.json"))
-        (out / "performance.md").write_text(text)
+        write_text(out / "performance.md", text)
         print(text)
         print(f"wrote {out / 'performance.md'}")
         return 0
@@ -279,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = find_runs(args.paths, "metrics.json")
     header, rows = training_table(runs, args.paths)
     table = markdown(header, rows)
-    (out / "report.md").write_text(table)
-    (out / "report.csv").write_text(csv_text(header, rows))
+    write_text(out / "report.md", table)
+    write_text(out / "report.csv", csv_text(header, rows))
     print(table, end="")
     written = [out / "report.md", out / "report.csv"]
     if args.plot:

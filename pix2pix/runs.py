@@ -6,6 +6,7 @@ No MindSpore here: launch.py checks `ckpt=` with these functions before Hydra st
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,18 +14,24 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pix2pix.errors import Pix2PixError
+from pix2pix.locks import FileLock
+from pix2pix.parallel.env import env_rank, launcher
+from pix2pix.parallel.lifeline import LAUNCHER_PID
+from pix2pix.targets import load_config
+from pix2pix.train.checkpoint import read_meta
 
 TRAINED_RUN_TASKS = ("eval", "predict", "export")
 
 # Keys that describe this invocation, not the trained model: they come from the command
 # line's config. Everything else (model, dataset, seed, paths, ...) comes from the run.
-INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "parallel", "logging", "fault")
+INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "parallel", "logging", "fault", "data")
 # A resumed training run also keeps its parallel settings (the global batch, steps per epoch),
 # unless the command line changes them.
 RESUME_INVOCATION_KEYS = tuple(key for key in INVOCATION_KEYS if key != "parallel")
 
 RECORDED_CONFIG = Path(".hydra") / "config.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+RUN_LOCK = ".run.lock"  # held by the process that trains in a run folder
 
 
 def locate_checkpoint(ckpt: str | None, task: str) -> Path:
@@ -58,18 +65,34 @@ def uses_trained_run(task: str, ckpt: str | None) -> bool:
     return task in TRAINED_RUN_TASKS or (task == "train" and bool(ckpt))
 
 
+def continues_in_place(checkpoint: Path, folder: Path) -> bool:
+    """Whether a resume from `checkpoint` continues in its run folder. Not when the run's last.ckpt is
+    further on (an older epoch_NNN.ckpt): continuing there would overwrite the run's later checkpoints,
+    TensorBoard points and metrics, so such a resume forks into a new run folder instead."""
+    last = folder / LAST_CHECKPOINT
+    if not last.is_file() or last.samefile(checkpoint):
+        return True
+    return read_meta(checkpoint).get("global_step", 0) >= read_meta(last).get("global_step", 0)
+
+
 def _run_folder_or_none(task: str, ckpt: str | None) -> Path | None:
+    """The run folder of eval/predict/export, or the one a resume continues in (None: a fork, a loose
+    file, or no run at all)."""
     if not (ckpt and uses_trained_run(task, ckpt)):
         return None
     try:
-        return run_folder_of(locate_checkpoint(str(ckpt), task))
+        checkpoint = locate_checkpoint(str(ckpt), task)
+        folder = run_folder_of(checkpoint)
+        if folder is not None and task == "train" and not continues_in_place(checkpoint, folder):
+            return None
+        return folder
     except Pix2PixError:
         return None
 
 
 def task_output_dir(task: str, ckpt: str | None, default: str) -> str:
     """Hydra's run folder: the run itself when resuming it, `<run>/<task>` for eval/predict/export
-    of a run, else `default`.
+    of a run, else `default` (also for a resume that forks).
 
     Used as a resolver in hydra.run.dir, so it never raises: a bad `ckpt=` is reported by the task.
     """
@@ -80,8 +103,8 @@ def task_output_dir(task: str, ckpt: str | None, default: str) -> str:
 
 
 def hydra_record_dir(task: str, ckpt: str | None) -> str:
-    """Where Hydra writes its record: `.hydra`, or `.hydra/resume-TIME` when resuming a run (so the
-    run's own `.hydra/config.yaml` stays what it trained with)."""
+    """Where Hydra writes its record: `.hydra`, or `.hydra/resume-TIME` when a resume continues a run in
+    its folder (so the run's own `.hydra/config.yaml` stays what it trained with)."""
     if task == "train" and _run_folder_or_none(task, ckpt) is not None:
         return f".hydra/resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     return ".hydra"
@@ -96,7 +119,9 @@ def recorded_config(current: DictConfig, folder: Path, overrides: list[str]) -> 
     """
     path = folder / RECORDED_CONFIG
     try:
-        recorded = OmegaConf.load(path)
+        recorded = load_config(path)
+    except Pix2PixError:
+        raise
     except Exception as err:  # yaml and OmegaConf raise several types for a damaged file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise Pix2PixError(
@@ -121,19 +146,19 @@ def recorded_config(current: DictConfig, folder: Path, overrides: list[str]) -> 
 
 @dataclass(frozen=True)
 class TrainedRun:
-    """What eval/predict/export work from: the effective config and the checkpoint file."""
+    """What eval/predict/export and a resume work from: the effective config and the checkpoint file."""
 
     cfg: DictConfig
     checkpoint: Path
     folder: Path | None  # None: a loose checkpoint file, configured by the command line alone
+    forked: bool = False  # a resume that starts a new run folder (the checkpoint is older than folder's last)
 
 
 NETWORK_KEYS = ("model.generator", "model.discriminator")
 
 
-def refuse_network_changes(folder: Path, cfg: DictConfig) -> None:
+def refuse_network_changes(recorded: DictConfig, cfg: DictConfig) -> None:
     """A resumed run keeps the networks its checkpoint holds: any change to them is refused."""
-    recorded = OmegaConf.load(folder / RECORDED_CONFIG)
     for key in NETWORK_KEYS:
         before = OmegaConf.to_container(OmegaConf.select(recorded, key), resolve=True)
         after = OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
@@ -148,7 +173,34 @@ def refuse_network_changes(folder: Path, cfg: DictConfig) -> None:
 def open_trained_run(current: DictConfig, overrides: list[str]) -> TrainedRun:
     checkpoint = locate_checkpoint(current.ckpt, current.task)
     folder = run_folder_of(checkpoint)
-    cfg = recorded_config(current, folder, overrides) if folder else current
-    if folder and current.task == "train":
-        refuse_network_changes(folder, cfg)
-    return TrainedRun(cfg=cfg, checkpoint=checkpoint, folder=folder)
+    if folder is None:
+        return TrainedRun(cfg=current, checkpoint=checkpoint, folder=None)
+    cfg = recorded_config(current, folder, overrides)
+    forked = False
+    if current.task == "train":
+        refuse_network_changes(load_config(folder / RECORDED_CONFIG), cfg)
+        forked = not continues_in_place(checkpoint, folder)
+    return TrainedRun(cfg=cfg, checkpoint=checkpoint, folder=folder, forked=forked)
+
+
+def owns_the_run() -> bool:
+    """Whether this process holds the run folder it trains in: the process the user started, or rank 0 of
+    a job that msrun or mpirun started (the workers of a job this project started leave it to their launcher)."""
+    return launcher() is None or (env_rank() == 0 and LAUNCHER_PID not in os.environ)
+
+
+def lock_run(folder: Path) -> FileLock:
+    """Hold `folder` for this training process until it ends; a second process that would train in
+    the same folder (a resume of a run that is still going) is refused with one line."""
+    lock = FileLock(folder / RUN_LOCK)
+    if not lock.acquire(wait=False):
+        raise Pix2PixError(
+            f"{folder}: {lock.holder()} is training in this run folder right now; wait for it to end (or stop it) "
+            "before resuming the run"
+        )
+    return lock
+
+
+def check_not_busy(folder: Path) -> None:
+    """Refuse at once (before Hydra writes anything there) to resume a run that another process trains."""
+    lock_run(folder).release()

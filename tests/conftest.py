@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,33 @@ def trained_run(tmp_path_factory) -> Path:
     result = run_launch([*TINY, f"paths.data_dir={work / 'data'}", f"hydra.run.dir={run_dir}"], cwd=work)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
+
+
+# The account the non-root tests run as when the suite itself runs as root (.ci/run creates it).
+TEST_ACCOUNT = os.environ.get("PIX2PIX_TEST_ACCOUNT", "pix2pix-ci")
+
+
+@pytest.fixture
+def as_unprivileged(tmp_path):
+    """(command prefix, a folder that account owns) for running a command as an account that is not root:
+    this process's own when the suite runs unprivileged (as in CI); else TEST_ACCOUNT through runuser,
+    when that account can run this Python with this project (root's Python under /root is private)."""
+    if os.geteuid() != 0:
+        yield [], tmp_path
+        return
+    try:
+        account = pwd.getpwnam(TEST_ACCOUNT)
+    except KeyError:
+        pytest.skip(f"running as root and there is no account {TEST_ACCOUNT} (PIX2PIX_TEST_ACCOUNT) to test as")
+    prefix = ["runuser", "-u", TEST_ACCOUNT, "--"]
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import pix2pix"], cwd="/", capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(
+            f"running as root and {TEST_ACCOUNT} cannot run {sys.executable} with this project: {probe.stderr[-200:]}"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="pix2pix-unprivileged-"))
+    os.chown(folder, account.pw_uid, account.pw_gid)
+    try:
+        yield prefix, folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -127,7 +127,7 @@ def test_truncated_jpeg_is_named(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(good)
     bad = tmp_path / "train" / "cut.jpg"
     bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(Pix2PixError, match=f"{bad}: corrupt or truncated image"):
+    with pytest.raises(Pix2PixError, match=f"{bad}: corrupt, truncated or not an image"):
         make_data(tmp_path).prepare()
 
 

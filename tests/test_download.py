@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import re
+import shutil
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,7 +21,7 @@ from PIL import Image
 
 from pix2pix.data.download import extract, fetch, verify
 from pix2pix.errors import Pix2PixError
-from tests.conftest import run_launch
+from tests.conftest import ROOT, run_launch
 
 
 class ArchiveHandler(BaseHTTPRequestHandler):
@@ -42,6 +48,12 @@ class ArchiveHandler(BaseHTTPRequestHandler):
             self.wfile.write(body[: len(body) // 2])
             self.close_connection = True
             return
+        if self.path in self.server.slow:  # about 2 s per transfer: two downloads overlap
+            for start in range(0, len(body), max(1, len(body) // 40)):
+                self.wfile.write(body[start : start + max(1, len(body) // 40)])
+                self.wfile.flush()
+                time.sleep(0.05)
+            return
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -51,7 +63,7 @@ class ArchiveHandler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), ArchiveHandler)
-    httpd.files, httpd.cut_once = {}, set()
+    httpd.files, httpd.cut_once, httpd.slow = {}, set(), set()
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield httpd
@@ -98,7 +110,8 @@ def test_download_task_fetches_verifies_and_extracts(server, tmp_path):
     digest = hashlib.sha256(server.files["/facades.tar.gz"]).hexdigest()
     assert (data / "facades.tar.gz.sha256").read_text().split()[0] == digest
     assert "dataset.sha256 is empty" in output and digest in output
-    assert sorted(p.name for p in data.iterdir()) == ["facades", "facades.tar.gz.sha256"]  # nothing half-done
+    # nothing half-done; the lock file stays (see pix2pix.locks)
+    assert sorted(p.name for p in data.iterdir()) == [".facades.lock", "facades", "facades.tar.gz.sha256"]
 
     again = run_launch(["task=download", "dataset=facades", url, f"paths.data_dir={data}"], cwd=tmp_path)
     assert again.returncode == 0 and "already there" in again.stdout + again.stderr
@@ -131,23 +144,149 @@ def test_a_404_names_the_url(server, tmp_path):
         fetch(f"{server.url}/nothing.tar.gz", tmp_path / "nothing.tar.gz")
 
 
-@pytest.mark.parametrize(
-    "members,links,reason",
-    [
-        ({"facades/train/1.jpg": b"x", "facades/../../evil.txt": b"x"}, None, "a '..' path"),
-        ({"/tmp/evil.txt": b"x"}, None, "an absolute path"),
-        ({"facades/train/1.jpg": b"x"}, {"facades/train/link": "../../../outside"}, "a link to ../../../outside"),
-        ({"facades/train/1.jpg": b"x"}, {"facades/etc": "/etc"}, "a link to /etc"),
-    ],
-)
-def test_unsafe_archives_are_refused_whole(tmp_path, members, links, reason):
-    archive = tmp_path / "bad.tar.gz"
-    archive.write_bytes(tar_gz(members, links))
-    target = tmp_path / "data" / "facades"
+def hostile_tar(kind: str) -> bytes:
+    """Archives that must be refused whole, built here: each kind is one way out of the target."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+
+        def add(name, data=b"", **fields):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            for key, value in fields.items():
+                setattr(info, key, value)
+            tar.addfile(info, io.BytesIO(data) if data else None)
+
+        add("facades/train/1.jpg", jpeg_pair(1))
+        if kind == "chained links":  # each link alone stays inside; together they walk out
+            add("facades/up", type=tarfile.SYMTYPE, linkname="..")
+            add("facades/up/esc", type=tarfile.SYMTYPE, linkname="..")
+            add("facades/up/esc/evil.txt", b"outside")
+        elif kind == "absolute path":
+            add("/tmp/evil.txt", b"outside")
+        elif kind == "dotdot path":
+            add("facades/../../evil.txt", b"outside")
+        elif kind == "link out":
+            add("facades/train/link", type=tarfile.SYMTYPE, linkname="../../../outside")
+        elif kind == "hard link":
+            add("facades/train/hard", type=tarfile.LNKTYPE, linkname="facades/train/1.jpg")
+        elif kind == "character device":
+            add("facades/null", type=tarfile.CHRTYPE, devmajor=1, devminor=3)
+        elif kind == "block device":
+            add("facades/disk", type=tarfile.BLKTYPE, devmajor=8, devminor=0)
+        elif kind == "fifo":
+            add("facades/pipe", type=tarfile.FIFOTYPE)
+        elif kind == "1000:1 bomb":
+            add("facades/train/zeros.jpg", bytes(20 << 20))  # 20 MB of zeros, about 20 kB compressed
+    return out.getvalue()
+
+
+HOSTILE_ARCHIVES = {
+    "chained links": "is a link (to ..)",
+    "absolute path": "is an absolute path",
+    "dotdot path": "is a '..' path",
+    "link out": "is a link (to ../../../outside)",
+    "hard link": "is a link (to facades/train/1.jpg)",
+    "character device": "is a device or FIFO",
+    "block device": "is a device or FIFO",
+    "fifo": "is a device or FIFO",
+    "1000:1 bomb": "over 100x the archive's size",
+}
+
+
+@pytest.mark.parametrize("data_filter", ["with tarfile.data_filter", "without (Python < 3.11.4, 3.10.12, 3.9.17)"])
+@pytest.mark.parametrize("kind", list(HOSTILE_ARCHIVES))
+def test_hostile_archives_are_refused_whole_on_every_python(tmp_path, monkeypatch, kind, data_filter):
+    if data_filter.startswith("without"):
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+        monkeypatch.delattr(tarfile, "fully_trusted_filter", raising=False)
+    archive = tmp_path / "work" / "bad.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(hostile_tar(kind))
+    target = tmp_path / "work" / "data" / "facades"
     target.parent.mkdir()
-    with pytest.raises(Pix2PixError, match=f"refused: member .* is {reason}"):
+    with pytest.raises(Pix2PixError, match=f"refused: .*{re.escape(HOSTILE_ARCHIVES[kind])}") as err:
         extract(archive, target)
-    assert list(target.parent.iterdir()) == [] and not (tmp_path / "evil.txt").exists()
+    assert "\n" not in str(err.value) and "nothing was extracted" in str(err.value)
+    assert list(target.parent.iterdir()) == []  # not even a temporary folder
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bad.tar.gz", "data", "work"]  # nothing outside
+
+
+def test_too_many_members_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("pix2pix.data.download.MAX_MEMBERS", 5)
+    archive = tmp_path / "many.tar.gz"
+    archive.write_bytes(tar_gz({f"facades/train/{i}.jpg": jpeg_pair(i, 8) for i in range(6)}))
+    (tmp_path / "data").mkdir()
+    with pytest.raises(Pix2PixError, match="refused: 6 members, over the cap of 5"):
+        extract(archive, tmp_path / "data" / "facades")
+
+
+def test_extracted_files_get_this_users_permissions_not_the_archives(tmp_path):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        data = jpeg_pair(1)
+        info = tarfile.TarInfo("facades/train/1.jpg")
+        info.size, info.mode, info.uid, info.gid = len(data), 0o6777, 12345, 12345  # setuid, world-writable
+        tar.addfile(info, io.BytesIO(data))
+    archive = tmp_path / "modes.tar.gz"
+    archive.write_bytes(out.getvalue())
+    (tmp_path / "data").mkdir()
+    root = extract(archive, tmp_path / "data" / "facades")
+    info = (root / "train" / "1.jpg").stat()
+    assert info.st_mode & 0o7022 == 0 and info.st_uid == os.geteuid()
+    assert (root / "train" / "1.jpg").read_bytes() == data
+
+
+def test_a_file_that_is_not_an_archive_says_so_and_is_removed(tmp_path):
+    archive = tmp_path / "facades.tar.gz"
+    archive.write_bytes(b"<html><body>503 Service Unavailable</body></html>")
+    (tmp_path / "data").mkdir()
+    with pytest.raises(
+        Pix2PixError, match="not a complete .tar or .tar.gz archive .*it was deleted. Check dataset.url"
+    ):
+        extract(archive, tmp_path / "data" / "facades")
+    assert not archive.exists() and list((tmp_path / "data").iterdir()) == []
+
+
+def test_the_hash_recorded_at_the_first_download_is_enforced_later(server, tmp_path):
+    server.files["/facades.tar.gz"] = facades_like()
+    data = tmp_path / "data"
+    args = ["task=download", "dataset=facades", f"dataset.url={server.url}/facades.tar.gz", f"paths.data_dir={data}"]
+    assert run_launch(args, cwd=tmp_path).returncode == 0
+    recorded = (data / "facades.tar.gz.sha256").read_text()
+    shutil.rmtree(data / "facades")
+    server.files["/facades.tar.gz"] = tar_gz({"facades/train/1.jpg": jpeg_pair(9)})  # the server's file changed
+    again = run_launch(args, cwd=tmp_path)
+    output = again.stdout + again.stderr
+    assert again.returncode == 2 and "Traceback" not in output
+    assert "does not match the SHA-256 recorded at the first download" in output and "the file was deleted" in output
+    assert not (data / "facades").exists() and not (data / "facades.tar.gz").exists()
+    assert (data / "facades.tar.gz.sha256").read_text() == recorded
+
+
+def test_two_downloads_of_one_dataset_at_once_give_one_good_copy(server, tmp_path):
+    """A sweep with dataset.download=true starts two downloads together: one fetches, the other waits."""
+    server.files["/slow/facades.tar.gz"] = payload = facades_like()
+    server.slow.add("/slow/facades.tar.gz")
+    data = tmp_path / "data"
+    args = ["task=download", "dataset=facades", f"dataset.url={server.url}/slow/facades.tar.gz"]
+    both = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "launch.py"), *args, f"paths.data_dir={data}", f"hydra.run.dir={tmp_path / n}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in ("a", "b")
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    assert any("waiting for it to finish" in out for out in outputs) or any("already there" in out for out in outputs)
+    assert sum("extracted facades.tar.gz" in out for out in outputs) == 1
+    digest = hashlib.sha256(payload).hexdigest()
+    assert (data / "facades.tar.gz.sha256").read_text().split()[0] == digest
+    assert sorted(p.name for p in (data / "facades").iterdir()) == ["test", "train", "val"]
+    assert not list(data.glob("*.part")) and not list(data.glob(".facades.partial-*"))
 
 
 def test_missing_data_says_how_to_download_and_download_true_does_it(server, tmp_path):
@@ -192,9 +331,9 @@ def test_inspect_reports_every_split_and_previews_the_direction(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert "train: 4 pairs" in output and "val: 3 pairs" in output and "32x64" not in output
     assert "sizes 64x32 (4)" in output
-    assert "corrupt: 4.jpg: corrupt or truncated image" in output
+    assert "corrupt: 4.jpg: corrupt, truncated or not an image" in output
     assert "odd: 5.png: 40x40 is not an aligned A|B pair" in output
-    assert "odd: 6.png: L image, converted to RGB" in output
+    assert "odd: 6.png: L image converted to RGB" in output
     assert "odd: notes.txt: not an image file" in output
     (preview,) = (tmp_path / "run").glob("preview_folder_BtoA.png")
     with Image.open(preview) as img:

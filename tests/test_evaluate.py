@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -142,3 +143,23 @@ def test_bad_eval_commands_get_one_line(trained_run, tmp_path, args, expected):
     assert result.returncode == 2, output
     assert sum(expected.format(**fill) in line for line in output.splitlines()) == 1, output
     assert "Traceback" not in output
+
+
+def test_files_sharing_a_stem_keep_their_own_images(trained_run, tmp_path):
+    """a.jpg and a.png in one split: each gets its own images (a.jpg_*.png, a.png_*.png), none overwritten."""
+    run = shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("eval", "predict", "export"))
+    split = tmp_path / "pairs" / "val"
+    split.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(split / name)
+    args = ["task=eval", f"ckpt={run}", "device=cpu", "dataset=folder", f"dataset.root={tmp_path / 'pairs'}"]
+    result = run_launch(
+        [*args, "dataset.load_size=72", "dataset.crop_size=64", "eval.mode=deterministic"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = run / "eval" / "val" / "images"
+    targets = {name: np.asarray(Image.open(out / f"{name}_target.png")) for name in ("a.jpg", "a.png", "b")}
+    assert not np.array_equal(targets["a.jpg"], targets["a.png"])  # two images, not one written twice
+    rows = read_csv(run / "eval" / "val" / "metrics.csv")
+    assert [r["image"] for r in rows] == ["a.jpg", "a.png", "b.png"]

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -16,7 +17,7 @@ from mindspore import nn
 
 from pix2pix import fastpath
 from pix2pix.models.layers import LeakyReLU
-from tests.conftest import TINY, conv_line, run_launch
+from tests.conftest import ROOT, TINY, conv_line, run_launch
 
 CAN_BUILD = fastpath.has_avx512() and bool(shutil.which("cc") or shutil.which("gcc"))
 STATUS = "from pix2pix import fastpath; import os; s = fastpath.enable(); "
@@ -66,9 +67,108 @@ def test_loaded_after_mindspore_it_would_not_work_so_the_avx2_cap_is_used(tmp_pa
 def test_children_load_it_first(tmp_path):
     status = fastpath.enable()
     if status.active:
-        assert str(fastpath.library_path()) in os.environ["LD_PRELOAD"].split()
+        assert str(fastpath.library_path(fastpath.cache_dir())) in os.environ["LD_PRELOAD"].split()
     else:
         assert "conv_shim" not in os.environ.get("LD_PRELOAD", "")
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
+@pytest.mark.parametrize("damage", ["empty verdict", "verdict without its library", "garbled verdict"])
+def test_a_damaged_cache_is_rebuilt(tmp_path, damage):
+    assert status_in_a_new_process(tmp_path)[0] == "True"
+    (verdict,) = (tmp_path / "cache").glob("conv_shim-*.json")
+    if damage == "empty verdict":
+        verdict.write_text("")
+    elif damage == "garbled verdict":
+        verdict.write_text('{"ok": "yes"')
+    else:
+        verdict.with_suffix(".so").unlink()
+    active, problem, _, detail = status_in_a_new_process(tmp_path)
+    assert (active, problem) == ("True", "False"), detail
+    assert json.loads(verdict.read_text())["ok"] and verdict.with_suffix(".so").is_file()
+
+
+@pytest.mark.skipif(not fastpath.has_avx512(), reason="without AVX-512 the fast path is not tried")
+def test_a_failed_build_says_why_and_how_to_retry_and_rebuild_retries(tmp_path):
+    active, problem, cap, detail = status_in_a_new_process(tmp_path, CC="/bin/false")
+    assert (active, problem, cap) == ("False", "True", "AVX2")
+    assert "/bin/false failed" in detail and "retry with: python -m pix2pix.fastpath --rebuild" in detail
+    # Remembered: a later command does not try again by itself, and says the same.
+    assert "retry with: python -m pix2pix.fastpath --rebuild" in status_in_a_new_process(tmp_path)[3]
+    environ = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
+    environ["PIX2PIX_CACHE_DIR"] = str(tmp_path / "cache")
+    done = subprocess.run(
+        [sys.executable, "-m", "pix2pix.fastpath", "--rebuild"], env=environ, capture_output=True, text=True
+    )
+    if CAN_BUILD:
+        assert done.returncode == 0 and done.stdout.startswith("on: "), done.stdout + done.stderr
+        assert status_in_a_new_process(tmp_path)[0] == "True"
+    else:
+        assert done.returncode == 1 and done.stdout.startswith("off: ")
+    assert "Traceback" not in done.stderr
+
+
+def unusable_caches(tmp_path):
+    """Cache folders that must not be used: unwritable, another user's, writable by others."""
+    unwritable = tmp_path / "not-a-folder"
+    unwritable.write_text("a file where the cache folder would be")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    if os.geteuid() == 0:
+        foreign = tmp_path / "foreign"
+        foreign.mkdir()
+        os.chown(foreign, 65534, 65534)
+    else:
+        foreign = tmp_path.parent.parent.parent  # a folder that root owns (/tmp or the like)
+        while foreign.stat().st_uid == os.geteuid():
+            foreign = foreign.parent
+    return {
+        "unwritable": (unwritable / "cache", "cannot use its cache folder"),
+        "shared": (shared, "is writable by others"),
+        "foreign": (foreign, "belongs to another user"),
+    }
+
+
+@pytest.mark.skipif(not fastpath.has_avx512(), reason="without AVX-512 the fast path is not tried")
+@pytest.mark.parametrize("kind", ["unwritable", "shared", "foreign"])
+def test_an_unsafe_or_unusable_cache_is_never_loaded_and_never_a_traceback(tmp_path, kind):
+    folder, reason = unusable_caches(tmp_path)[kind]
+    environ = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
+    environ["PIX2PIX_CACHE_DIR"] = str(folder)
+    done = subprocess.run([sys.executable, "-c", STATUS], env=environ, capture_output=True, text=True)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    active, problem, cap, detail = done.stdout.strip().split("|")
+    assert (active, problem, cap) == ("False", "True", "AVX2") and reason in detail
+    assert not list(Path(folder).glob("conv_shim-*.so")) if Path(folder).is_dir() else True
+    # A whole command goes on, with the reason in one line of its log.
+    cli = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "task=inspect", "--cfg", "job"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert cli.returncode == 0 and "Traceback" not in cli.stderr, cli.stderr[-2000:]
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
+def test_two_processes_build_it_once(tmp_path):
+    """Two commands started at once on a fresh cache: one builds (a compiler wrapper counts the builds),
+    the other waits for it and uses the result."""
+    calls = tmp_path / "compiler-calls"
+    compiler = tmp_path / "cc"
+    compiler.write_text(f'#!/bin/sh\necho x >> {calls}\nexec {shutil.which("cc") or shutil.which("gcc")} "$@"\n')
+    compiler.chmod(0o755)
+    environ = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
+    environ.update(PIX2PIX_CACHE_DIR=str(tmp_path / "cache"), CC=str(compiler))
+    both = [
+        subprocess.Popen([sys.executable, "-c", STATUS], env=environ, stdout=subprocess.PIPE, text=True) for _ in "ab"
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in both]
+    assert all(out.startswith("True|False") for out in outputs), outputs
+    assert calls.read_text().count("x") == 1
+    assert not list((tmp_path / "cache").glob("*.tmp"))
 
 
 def test_the_switch_turns_it_off(tmp_path):

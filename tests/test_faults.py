@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -103,3 +104,96 @@ def test_a_checkpoint_of_another_network_is_refused(tmp_path):
     checkpoint.save(other, {"w": ms.Parameter(ms.Tensor(np.ones((4, 4), np.float32)), name="w")}, {"epoch": 1})
     with pytest.raises(Pix2PixError, match="lacks .* entries this model needs"):
         checkpoint.restore_generator(UnetGenerator(num_downs=5, ngf=4), other)
+
+
+EVERY_WRITER = """
+    import resource, signal, sys
+    from pathlib import Path
+    import numpy as np
+    from PIL import Image
+    from pix2pix.errors import Pix2PixError
+    from pix2pix.track.files import save_image, write_text
+    from pix2pix.track.tensorboard import RunWriter
+
+    def images_then_flush(writer, image):
+        for step in range(4):
+            writer.image("samples", image, step)
+        writer.flush()
+
+    run = Path(sys.argv[1])
+    big = "x" * (2 << 20)
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (1024, 1024, 3), dtype=np.uint8))
+    writes = {
+        "metrics.json": lambda: write_text(run / "metrics.json", big),
+        "samples": lambda: save_image(run / "samples" / "epoch_002.png", noise, format="PNG"),
+        "eval output": lambda: write_text(run / "eval" / "val" / "metrics.csv", big),
+        "tensorboard": lambda: images_then_flush(writer, np.asarray(noise)),
+    }
+    writer = RunWriter(run / "tensorboard")
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a real file-size limit: writes past 1 MiB fail with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    for name, write in writes.items():
+        try:
+            write()
+            print(name, "WRITTEN")
+        except Pix2PixError as err:
+            print(name, "REFUSED", err)
+"""
+
+
+def test_a_full_disk_anywhere_in_the_run_folder_is_one_line_and_loses_nothing(tmp_path):
+    run = tmp_path / "run"
+    (run / "eval" / "val").mkdir(parents=True)
+    (run / "metrics.json").write_text('{"val_L1": 0.2}\n')  # what an earlier write left: it must stay
+    (run / "eval" / "val" / "metrics.csv").write_text("image,l1\n")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(EVERY_WRITER), str(run)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout + result.stderr[-3000:]
+    lines = dict(line.split(" REFUSED ", 1) for line in result.stdout.splitlines() if " REFUSED " in line)
+    assert sorted(lines) == ["eval output", "metrics.json", "samples", "tensorboard"], result.stdout
+    for name, folder in (("metrics.json", run), ("samples", run / "samples"), ("eval output", run / "eval" / "val")):
+        assert "failed (File too large)" in lines[name] and f"free space in {folder} " in lines[name], lines[name]
+    assert f"{run / 'tensorboard'}: writing TensorBoard events failed (File too large)" in lines["tensorboard"]
+    assert (run / "metrics.json").read_text() == '{"val_L1": 0.2}\n'
+    assert (run / "eval" / "val" / "metrics.csv").read_text() == "image,l1\n"
+    assert not [p for p in run.rglob("*") if ".partial-" in p.name]  # no temporary file left anywhere
+
+
+def user_namespaces_work() -> bool:
+    probe = subprocess.run(["unshare", "-Urm", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not shutil.which("unshare") or not user_namespaces_work(), reason="needs unshare -Urm (user namespaces)"
+)
+def test_a_run_on_a_disk_that_fills_up_keeps_its_last_good_checkpoint(tmp_path):
+    """A real ENOSPC: the run folder is a 10 MB tmpfs (mounted in a user namespace of this test's own);
+    epoch 1's checkpoint (6 MB) fits, epoch 2's new copy does not fit beside it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    run = disk / "run"
+    args = [*TINY, "checkpoint.every=0", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run}"]
+    mount_then_run = 'mount -t tmpfs -o size=10m tmpfs "$1" && shift && exec "$@"'
+    script = textwrap.dedent("""
+        import subprocess, sys
+        from pix2pix.train import checkpoint
+        from pathlib import Path
+        done = subprocess.run(sys.argv[2:], capture_output=True, text=True)
+        print("EXIT", done.returncode)
+        print(done.stdout + done.stderr)
+        run = Path(sys.argv[1])
+        print("EPOCH", int(checkpoint.load(run / "checkpoints" / "last.ckpt")["epoch"].asnumpy()))
+        print("LEFT", sorted(p.name for p in (run / "checkpoints").iterdir()))
+    """)
+    # The checks run inside the namespace too: the tmpfs exists only there.
+    inner = ["unshare", "-Urm", "sh", "-c", mount_then_run, "sh", str(disk), sys.executable, "-c", script, str(run)]
+    inner += [sys.executable, str(ROOT / "launch.py"), *args]
+    result = subprocess.run(inner, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert "EXIT 2" in output, output[-3000:]
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if "writing the checkpoint failed" in line]
+    assert "(No space left on device); last.ckpt is unchanged; free space in " + str(run / "checkpoints") in line
+    assert "EPOCH 1" in output and "LEFT ['last.ckpt']" in output

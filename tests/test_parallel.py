@@ -31,7 +31,7 @@ from pix2pix.parallel.launcher import (
     worker_env,
 )
 from pix2pix.train import checkpoint
-from pix2pix.train.trainer import ResumePoint, check_device_count
+from pix2pix.train.trainer import ResumePoint, check_mid_epoch_resume
 from tests.conftest import ROOT, TINY, run_launch
 
 # Without norm and dropout a sample's gradient does not depend on the rest of its batch: two ranks
@@ -200,10 +200,11 @@ def test_two_ranks_under_the_users_msrun_equal_one_device_with_their_union_of_da
 
 def test_a_checkpoint_from_mid_epoch_resumes_only_on_as_many_devices():
     mid_epoch = ResumePoint(epoch=1, step_in_epoch=2, global_step=6, val_L1_before=0.5, device_num=2)
-    check_device_count(mid_epoch, 2)
-    with pytest.raises(Pix2PixError, match="resume with parallel.device_num=2"):
-        check_device_count(mid_epoch, 1)
-    check_device_count(ResumePoint(epoch=1, step_in_epoch=0, global_step=4, val_L1_before=0.5, device_num=2), 1)
+    check_mid_epoch_resume(mid_epoch, 2, 1, "4 files")
+    with pytest.raises(Pix2PixError, match="parallel.device_num=2 then, 1 now"):
+        check_mid_epoch_resume(mid_epoch, 1, 1, "4 files")
+    end_of_epoch = ResumePoint(epoch=1, step_in_epoch=0, global_step=4, val_L1_before=0.5, device_num=2)
+    check_mid_epoch_resume(end_of_epoch, 1, 1, "4 files")
 
 
 @pytest.mark.slow
@@ -270,3 +271,33 @@ def test_ctrl_c_stops_the_workers_with_a_checkpoint(tmp_path):
     saved = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
     assert int(saved["global_step"].asnumpy()) >= 8 and int(saved["device_num"].asnumpy()) == 2
     assert "stopped by SIGINT" in output and "resume with" in output
+
+
+def job_processes(run_dir: Path) -> list[str]:
+    """The processes still alive that belong to a job writing into `run_dir` (msrun, scheduler, workers)."""
+    found = subprocess.run(["pgrep", "-af", str(run_dir)], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line]
+
+
+@pytest.mark.slow
+def test_killing_the_launcher_leaves_no_msrun_and_no_worker(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TWO_WORKERS, *EIGHT_PAIRS, "schedule.n_epochs=500", data_dir(tmp_path), f"hydra.run.dir={run_dir}"]
+    launcher = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    rank_logs = [run_dir / "workers" / f"worker_{rank}.log" for rank in (0, 1)]
+    while not all(log.is_file() and "training epochs" in log.read_text() for log in rank_logs):
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.2)
+    assert len(job_processes(run_dir)) >= 3  # msrun, its scheduler and two workers are running
+    launcher.kill()  # SIGKILL: no handler of ours runs
+    launcher.wait()
+    deadline = time.monotonic() + 10
+    while job_processes(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job_processes(run_dir) == []

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pix2pix.api import Translator, load_generator
-from pix2pix.predict import image_files, prepare_image, restore_image, translate_files
+from pix2pix.predict import image_files, output_paths, prepare_image, restore_image, translate_files
 from tests.conftest import run_launch
 
 
@@ -102,11 +102,12 @@ def test_a_folder_streams_in_flat_memory(tmp_path):
         Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(src / f"{i}.png")
     files = image_files(src)
     assert [f.name for f in files[:3]] == ["0.png", "1.png", "2.png"]
-    translate_files(files[:2], src, tmp_path / "warm", translator.translate_image)  # compile first
+    translate_files(files[:2], output_paths(files[:2], src, tmp_path / "warm"), translator.translate_image)  # compile
     peaks = []
     for n in (10, 60):
+        outputs = output_paths(files[:n], src, tmp_path / f"out{n}")
         tracemalloc.start()
-        written, problems = translate_files(files[:n], src, tmp_path / f"out{n}", translator.translate_image)
+        written, problems = translate_files(files[:n], outputs, translator.translate_image)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         assert (written, problems) == (n, [])

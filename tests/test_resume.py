@@ -3,12 +3,19 @@ and SIGTERM leave a resumable run; resume refuses to change the networks."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pix2pix.train import checkpoint
-from tests.conftest import TINY, run_launch
+from tests.conftest import ROOT, TINY, run_launch
 
 # Dropout masks come from MindSpore's op RNG, which a new process cannot continue: without dropout
 # a resumed run must land where the uninterrupted one does.
@@ -117,3 +124,81 @@ def test_resume_keeps_the_config_refuses_new_networks_and_applies_a_longer_sched
     assert list((run_dir / ".hydra").glob("resume-*/overrides.yaml"))
     done, output = launch(tmp_path, run_dir, f"ckpt={run_dir}")
     assert done.returncode == 2 and "all 2 epochs of this schedule done" in output
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_resume_from_an_older_checkpoint_forks_and_leaves_the_run_as_it_was(tmp_path):
+    run_dir = tmp_path / "run"
+    first, output = launch(tmp_path, run_dir, *NO_DROPOUT, f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, output[-3000:]
+    before = files_of(run_dir)
+    older = run_dir / "checkpoints" / "epoch_001.ckpt"
+    forked, output = launch(tmp_path, run_dir, f"ckpt={older}")
+    assert forked.returncode == 0, output[-3000:]
+    assert files_of(run_dir) == before  # not one byte of the original run changed, nothing added
+    (fork,) = (tmp_path / "outputs").glob("*/*")
+    assert "behind the run's last.ckpt (step 8)" in output and f"a fork in a new run folder, {fork}" in output
+    recorded = OmegaConf.load(fork / ".hydra" / "config.yaml")
+    assert recorded.forked_from.run == str(run_dir) and recorded.forked_from.checkpoint == str(older)
+    assert recorded.forked_from.global_step == 4 and recorded.model.generator.ngf == 8  # the run's own config
+    last = checkpoint.load(fork / "checkpoints" / "last.ckpt")
+    assert [int(last[k].asnumpy()) for k in ("epoch", "global_step")] == [2, 8]
+    assert "a fork in a new run folder" in (fork / "launch.log").read_text()
+    assert (fork / "metrics.json").is_file()
+    again, output = launch(tmp_path, run_dir, f"ckpt={fork}", "schedule.n_epochs=2")  # the fork is a run itself
+    assert again.returncode == 0 and "training epochs 3-3" in output, output[-3000:]
+
+
+def test_a_second_process_is_refused_while_a_run_trains_and_a_killed_one_never_blocks(tmp_path):
+    run_dir = tmp_path / "run"
+    long_run = [*NO_DROPOUT, "schedule.n_epochs=40", "schedule.n_epochs_decay=0", f"paths.data_dir={tmp_path / 'data'}"]
+    training = subprocess.Popen(
+        [sys.executable, str(ROOT / "launch.py"), *long_run, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "checkpoints" / "epoch_001.ckpt").exists():
+            assert training.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        refused, output = launch(tmp_path, run_dir, f"ckpt={run_dir}")
+        assert refused.returncode == 2 and "Traceback" not in output
+        assert f"{run_dir}: pid {training.pid} on " in output and "is training in this run folder right now" in output
+        assert not list((run_dir / ".hydra").glob("resume-*"))  # refused before anything was written there
+    finally:
+        training.kill()  # SIGKILL: its lock goes with it
+        training.wait()
+    resumed, output = launch(tmp_path, run_dir, f"ckpt={run_dir}")
+    assert resumed.returncode == 0, output[-3000:]
+    assert int(checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["epoch"].asnumpy()) == 40
+
+
+def test_a_mid_epoch_resume_with_another_batch_size_or_other_files_says_how_to_go_on(tmp_path):
+    run_dir = tmp_path / "run"
+    three_epochs = [*NO_DROPOUT, "schedule.n_epochs=2", "schedule.n_epochs_decay=1"]
+    stopped, output = launch(tmp_path, run_dir, *three_epochs, "fault.signal_at_step=6", f"hydra.run.dir={run_dir}")
+    assert stopped.returncode == 130, output[-3000:]  # at step 2 of epoch 2
+    refused, output = launch(tmp_path, run_dir, f"ckpt={run_dir}", "dataset.batch_size=2")
+    assert refused.returncode == 2 and "Traceback" not in output, output[-3000:]
+    assert "stopped at step 2 of epoch 2, and dataset.batch_size=1 then, 2 now" in output
+    assert "add checkpoint.resume=next_epoch to go on at epoch 3" in output
+    (train_dir,) = (tmp_path.parent / "data").glob("synthetic/64px-4+2-*/train")  # TINY's
+    moved = tmp_path / "4.jpg"
+    shutil.move(train_dir / "4.jpg", moved)
+    try:
+        refused, output = launch(tmp_path, run_dir, f"ckpt={run_dir}")
+        assert refused.returncode == 2 and "the training split's files differ (then 4 files" in output, output[-3000:]
+    finally:
+        shutil.move(moved, train_dir / "4.jpg")
+    resumed, output = launch(
+        tmp_path, run_dir, f"ckpt={run_dir}", "dataset.batch_size=2", "checkpoint.resume=next_epoch"
+    )
+    assert resumed.returncode == 0, output[-3000:]
+    assert "the rest of epoch 2 (after its step 2) is skipped; training goes on at epoch 3" in output
+    last = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    assert [int(last[k].asnumpy()) for k in ("epoch", "global_step", "batch_size")] == [3, 8, 2]  # 6 + 2 steps of 2

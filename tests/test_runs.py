@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
+from PIL import Image
 
+from pix2pix.config import CONF_DIR
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
+    RECORDED_CONFIG,
     hydra_record_dir,
     locate_checkpoint,
     open_trained_run,
@@ -14,7 +21,8 @@ from pix2pix.runs import (
     run_folder_of,
     task_output_dir,
 )
-from tests.conftest import TINY
+from pix2pix.targets import ALLOWED_TARGETS, targets_in
+from tests.conftest import TINY, run_launch
 
 
 @pytest.fixture
@@ -89,3 +97,76 @@ def test_a_damaged_recorded_config_is_named(run_folder, compose_cfg):
     (run_folder / ".hydra" / "config.yaml").write_text("model: [unclosed\n")
     with pytest.raises(Pix2PixError, match="config.yaml: unreadable run config"):
         recorded_config(compose_cfg("task=eval"), run_folder, [])
+
+
+def every_target_in_conf() -> set[str]:
+    """The `_target_` names the project's own configs use (Hydra's own sweeper nodes aside)."""
+    found = set()
+    for path in CONF_DIR.rglob("*.yaml"):
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        cfg.pop("hydra", None)
+        found |= {target for _, target in targets_in(cfg)}
+    return found
+
+
+def test_every_target_of_the_configs_is_allowed():
+    assert every_target_in_conf() <= ALLOWED_TARGETS
+    assert ALLOWED_TARGETS - every_target_in_conf() == set()  # the list holds nothing the configs do not use
+
+
+# case: (where the node is planted, the node, the key the refusal names)
+PLANTED = {
+    "shutil.copyfile at depth": (
+        "model.generator.extra",
+        {"_target_": "shutil.copyfile", "src": "{secret}", "dst": "{victim}"},
+        "model.generator.extra._target_",
+    ),
+    "builtins.open in a list": (
+        "model.discriminator.layers",
+        [{"_target_": "builtins.open", "file": "{victim}", "mode": "w"}],
+        "model.discriminator.layers.0._target_",
+    ),
+    "an interpolated target": ("dataset._target_", "${oc.env:HOME}", "dataset._target_"),
+}
+
+
+def plant(run: Path, tmp_path: Path, case: str) -> Path:
+    """A copy of a trained run whose recorded config carries a node of the sender's choosing."""
+    hostile = tmp_path / "received-run"
+    shutil.copytree(run, hostile, ignore=shutil.ignore_patterns("predict", "eval", "export"))
+    secret, victim = tmp_path / "secret.txt", tmp_path / "victim.txt"
+    secret.write_text("the sender's file\n")
+    victim.write_text("my file\n")
+    key, node, _ = PLANTED[case]
+    text = json.dumps(node).replace("{secret}", str(secret)).replace("{victim}", str(victim))
+    cfg = OmegaConf.load(hostile / RECORDED_CONFIG)
+    OmegaConf.update(cfg, key, json.loads(text), force_add=True)
+    OmegaConf.save(cfg, hostile / RECORDED_CONFIG)
+    return hostile
+
+
+@pytest.mark.parametrize("case", list(PLANTED))
+@pytest.mark.parametrize("task", ["predict", "eval", "export", "train"])
+def test_a_received_run_folder_cannot_run_code(trained_run, tmp_path, case, task):
+    hostile = plant(trained_run, tmp_path, case)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (16, 16)).save(photo)
+    args = [f"task={task}", f"ckpt={hostile}", "device=cpu", f"predict.input={photo}"]
+    result = run_launch(args, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+    (line,) = [line for line in output.splitlines() if "is not one of the classes a pix2pix config builds" in line]
+    assert f"{PLANTED[case][2]}:" in line and "nothing was run" in line
+    assert (tmp_path / "victim.txt").read_text() == "my file\n"
+    assert not any(hostile.glob(f"{task}/*")) or task == "train"
+
+
+def test_the_python_api_refuses_it_too(trained_run, tmp_path):
+    from pix2pix.api import load_generator
+
+    hostile = plant(trained_run, tmp_path, "shutil.copyfile at depth")
+    with pytest.raises(
+        Pix2PixError, match=r"model.generator.extra._target_: shutil.copyfile is not one of the classes"
+    ):
+        load_generator(hostile, device="cpu")
+    assert (tmp_path / "victim.txt").read_text() == "my file\n"

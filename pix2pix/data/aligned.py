@@ -5,6 +5,7 @@ Every file holds A on its left half and B on its right half (the pix2pix format)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ import mindspore.dataset as msds
 import numpy as np
 from PIL import Image
 
+from pix2pix.data.images import DEFAULT_MAX_PIXELS, Decoded, conversion_note, read_image, rgb
 from pix2pix.errors import Pix2PixError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DIRECTIONS = ("AtoB", "BtoA")
 
 
@@ -42,26 +44,30 @@ def find_images(folder: Path, what: str) -> list[Path]:
     return files
 
 
-def open_pair(path: Path, warn: bool = False) -> Image.Image:
-    """Decode one aligned file fully, as RGB; a Pix2PixError names a bad file.
-    `warn`: log a grayscale or RGBA file being converted (done once, by `prepare`)."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode, size = img.mode, img.size
-            rgb = img.convert("RGB") if mode != "RGB" else img.copy()
-    except (OSError, SyntaxError, ValueError) as err:
-        raise Pix2PixError(f"{path}: corrupt or truncated image ({err}); replace or delete the file") from None
-    width, height = size
+class NotAPair(Pix2PixError):
+    """A readable image that is not an aligned A|B pair."""
+
+
+def open_pair(path: Path, warn: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode one aligned file fully, as 8-bit RGB (pix2pix.data.images: EXIF orientation, high bit
+    depths, palettes); UnreadableImage or NotAPair names a bad file.
+    `warn`: log what reading converted (done once per file, by `prepare`)."""
+    return as_pair(path, read_image(path, max_pixels), warn)
+
+
+def as_pair(path: Path, decoded: Decoded, warn: bool = False) -> Image.Image:
+    """The decoded file `path` as an aligned pair in RGB, or NotAPair."""
+    width, height = decoded.image.size
     if not height < width < 4 * height:  # each half's aspect ratio between 1:2 and 2:1
-        raise Pix2PixError(
+        raise NotAPair(
             f"{path}: {width}x{height} is not an aligned A|B pair (A on the left, B on the right: the width "
             "is twice a half's width, usually twice the height); combine A and B side by side "
             "(task=combine) or remove the file"
         )
-    if warn and mode != "RGB":
-        log.warning("%s: %s image converted to RGB", path, mode)
-    return rgb
+    note = conversion_note(decoded, "RGB")
+    if warn and note:
+        log.warning("%s: %s", path, note)
+    return rgb(decoded.image)
 
 
 def split_pair(img: Image.Image, direction: str) -> tuple[Image.Image, Image.Image]:
@@ -104,19 +110,28 @@ def transform(img: Image.Image, load_size: int, crop_size: int, jitter: Jitter |
 class AlignedPairSource:
     """Random-access source of (A, B) float arrays; `jitter_seed` fixes one item's random crop and flip."""
 
-    def __init__(self, files: list[Path], direction: str, load_size: int, crop_size: int, flip: bool):
+    def __init__(
+        self,
+        files: list[Path],
+        direction: str,
+        load_size: int,
+        crop_size: int,
+        flip: bool,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
         self.files = files
         self.direction = direction
         self.load_size = load_size
         self.crop_size = crop_size
         self.flip = flip
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files)
 
     def item(self, index: int, jitter_seed: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Pair `index`: jittered with an RNG seeded by `jitter_seed` (training), or just resized (None)."""
-        a, b = split_pair(open_pair(self.files[index]), self.direction)
+        a, b = split_pair(open_pair(self.files[index], max_pixels=self.max_pixels), self.direction)
         jitter = None
         if jitter_seed is not None:
             jitter = Jitter.draw(np.random.default_rng(jitter_seed), self.load_size, self.crop_size, self.flip)
@@ -199,6 +214,7 @@ class AlignedData:
         sha256: str | None = None,
         download: bool = False,
         download_note: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         if direction not in DIRECTIONS:
             raise Pix2PixError(f"dataset.direction={direction!r}: use AtoB or BtoA")
@@ -225,6 +241,7 @@ class AlignedData:
         self.sha256 = sha256
         self.download = download
         self.download_note = download_note
+        self.max_pixels = max_pixels  # data.max_pixels, passed by the tasks
         self._files: dict[str, list[Path]] = {}
         self._said_non_square = False
 
@@ -263,7 +280,7 @@ class AlignedData:
         for split, folder in (("train", self.train_dir), ("val", self.val_dir)):
             files = find_images(folder, f"dataset={self.name} {split} split")
             for path in files:
-                self._note_size(path, open_pair(path, warn=True).size)
+                self._note_size(path, open_pair(path, warn=True, max_pixels=self.max_pixels).size)
             self._files[split] = files
         n_train = len(self._files["train"])
         if n_train < self.batch_size:
@@ -298,6 +315,12 @@ class AlignedData:
             self.prepare()
         return self._files[split]
 
+    def fingerprint(self) -> str:
+        """The training split in one short string (count and a hash of the names): a checkpoint records it,
+        so that a mid-epoch resume can tell that the files changed."""
+        names = "\n".join(str(p.relative_to(self.train_dir)) for p in self.files("train"))
+        return f"{len(self.files('train'))} files, sha256 {hashlib.sha256(names.encode()).hexdigest()[:12]}"
+
     def steps_per_epoch(self, ranks: int = 1) -> int:
         """Steps of one pass over the training split, with `ranks` devices sharing each step."""
         n_train, global_batch = len(self.files("train")), self.batch_size * ranks
@@ -308,13 +331,16 @@ class AlignedData:
             )
         return n_train // global_batch
 
+    def source(self, files: list[Path], flip: bool) -> AlignedPairSource:
+        return AlignedPairSource(files, self.direction, self.load_size, self.crop_size, flip, self.max_pixels)
+
     def train_dataset(
         self, first_epoch: int = 1, last_epoch: int = 1, skip_steps: int = 0, rank: int = 0, ranks: int = 1
     ) -> msds.Dataset:
         """Batches of epochs first..last in one stream (iterate it once, `steps_per_epoch(ranks)` batches
         per epoch), starting `skip_steps` batches into the first: where a resumed run continues.
         In a data-parallel job, `rank`'s share of every global batch (see EpochStream)."""
-        source = AlignedPairSource(self.files("train"), self.direction, self.load_size, self.crop_size, self.flip)
+        source = self.source(self.files("train"), self.flip)
         stream = EpochStream(source, self.batch_size, self.seed, first_epoch, last_epoch, skip_steps, rank, ranks)
         dataset = msds.GeneratorDataset(
             stream,
@@ -327,6 +353,6 @@ class AlignedData:
 
     def val_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first `limit` validation pairs, resized to crop_size, as two NCHW arrays."""
-        source = AlignedPairSource(self.files("val")[:limit], self.direction, self.load_size, self.crop_size, False)
+        source = self.source(self.files("val")[:limit], flip=False)
         pairs = [source[i] for i in range(len(source))]
         return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])

@@ -1,20 +1,24 @@
 """Aligned A|B files from two folders of matching file names (the reference repository's
 combine_A_and_B): A/train/1.jpg + B/train/1.jpg -> OUT/train/1.jpg with A on the left.
 
-Every pair is checked before anything is written: unmatched names and size mismatches stop it
-with the first offending file named.
+Unmatched names stop it before anything is decoded; a file that cannot be read or a pair of two
+sizes stops it with the file named, and nothing appears at the output.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key
+from pix2pix.data.images import DEFAULT_MAX_PIXELS, read_image, rgb
 from pix2pix.errors import Pix2PixError
-from pix2pix.track.files import save_image
+from pix2pix.track.files import result_names, save_image
 
 JPEG_QUALITY = 95
 
@@ -23,7 +27,9 @@ def images_under(folder: Path, key: str) -> dict[Path, Path]:
     """Image files below `folder` by their path relative to it."""
     if not folder.is_dir():
         raise Pix2PixError(f"{key}={folder}: no such folder")
-    files = {p.relative_to(folder): p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    files = {
+        p.relative_to(folder): p for p in folder.rglob("*") if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
     if not files:
         raise Pix2PixError(f"{key}={folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
     return files
@@ -38,29 +44,48 @@ def unmatched(names: set[Path], other: set[Path], side: str, other_side: str) ->
         )
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, SyntaxError, ValueError) as err:
-        raise Pix2PixError(f"{path}: corrupt or not an image ({err}); replace or delete the file") from None
+def refuse_overlap(a: Path, b: Path, output: Path) -> None:
+    """The output must be a new (or empty) folder of its own: never A, B or a folder inside them."""
+    target = Path(os.path.realpath(output))
+    for key, folder in (("combine.a", a), ("combine.b", b)):
+        source = Path(os.path.realpath(folder))
+        if target.is_relative_to(source):
+            raise Pix2PixError(
+                f"combine.output={output} is {'' if target == source else 'inside '}{key}={folder}; writing there "
+                "would mix pairs into (or replace) the inputs: choose a new folder"
+            )
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise Pix2PixError(
+            f"combine.output={output} exists and is not an empty folder; choose a new folder or empty it"
+        )
 
 
-def combine_folders(a: Path, b: Path, output: Path) -> int:
-    """Write OUT/<relative path>.jpg = [A | B] for every name in both folders; returns the count."""
+def combine_folders(a: Path, b: Path, output: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """Write OUT/<relative path>.jpg = [A | B] for every name in both folders; returns the count.
+
+    Every pair is decoded fully before it is written, into a temporary folder beside `output` that is
+    renamed into place once all are written: a bad file or a full disk leaves no half-made output."""
+    refuse_overlap(a, b, output)
     files_a, files_b = images_under(a, "combine.a"), images_under(b, "combine.b")
     unmatched(set(files_a), set(files_b), f"combine.a={a}", f"combine.b={b}")
     unmatched(set(files_b), set(files_a), f"combine.b={b}", f"combine.a={a}")
     names = sorted(files_a, key=lambda p: natural_key(p))
-    for name in names:
-        size_a, size_b = image_size(files_a[name]), image_size(files_b[name])
-        if size_a != size_b:
-            raise Pix2PixError(
-                f"combine: {name} is {size_a[0]}x{size_a[1]} in A but {size_b[0]}x{size_b[1]} in B; "
-                "A and B of a pair must have the same size"
-            )
-    for name in names:
-        with Image.open(files_a[name]) as img_a, Image.open(files_b[name]) as img_b:
-            pair = np.concatenate([np.asarray(img_a.convert("RGB")), np.asarray(img_b.convert("RGB"))], axis=1)
-        save_image((output / name).with_suffix(".jpg"), Image.fromarray(pair), format="JPEG", quality=JPEG_QUALITY)
+    targets = [name.parent / f"{stem}.jpg" for name, stem in zip(names, result_names(names))]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        for name, target in zip(names, targets):
+            img_a, img_b = (rgb(read_image(files[name], max_pixels).image) for files in (files_a, files_b))
+            if img_a.size != img_b.size:
+                raise Pix2PixError(
+                    f"combine: {name} is {img_a.size[0]}x{img_a.size[1]} in A but {img_b.size[0]}x{img_b.size[1]} "
+                    "in B; A and B of a pair must have the same size; nothing was written"
+                )
+            pair = np.concatenate([np.asarray(img_a), np.asarray(img_b)], axis=1)
+            save_image(tmp / target, Image.fromarray(pair), format="JPEG", quality=JPEG_QUALITY)
+        if output.exists():
+            output.rmdir()  # empty (checked above)
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return len(names)

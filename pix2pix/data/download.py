@@ -11,22 +11,26 @@ import hashlib
 import http.client
 import logging
 import os
-import posixpath
 import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from pix2pix.errors import Pix2PixError
+from pix2pix.locks import FileLock
+from pix2pix.track.files import write_text
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30
+MAX_MEMBERS = 1_000_000  # edges2shoes, the largest official archive, has about 50,000
+MAX_RATIO = 100  # extracted bytes per archive byte (JPEG archives are about 1:1)
 
 
 def fetch(url: str, archive: Path, progress: Callable[[int, int | None], None] | None = None) -> Path:
@@ -85,92 +89,185 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sidecar_of(archive: Path) -> Path:
+    """Where the SHA-256 of a first download is recorded when dataset.sha256 is empty."""
+    return archive.with_name(archive.name + ".sha256")
+
+
+def recorded_sha256(archive: Path) -> str | None:
+    try:
+        text = sidecar_of(archive).read_text().split()
+    except OSError:
+        return None
+    return text[0].lower() if text and len(text[0]) == 64 else None
+
+
 def verify(archive: Path, expected: str | None) -> str:
-    """Check the archive's SHA-256; with none expected, record it in `<archive>.sha256` and say so.
-    A mismatching archive is deleted (a rerun downloads it afresh)."""
+    """Check the archive's SHA-256 against `expected` (dataset.sha256) or, where that is empty, the hash
+    recorded at the first download. A mismatching archive is deleted (a rerun downloads it afresh)."""
     actual = sha256_of(archive)
     if expected:
-        if actual != expected.lower():
-            archive.unlink()
-            raise Pix2PixError(
-                f"{archive}: SHA-256 {actual} does not match dataset.sha256={expected}; the file was deleted. "
-                "Run again to download it afresh, or correct dataset.sha256 / dataset.url"
-            )
-        return actual
-    sidecar = archive.with_name(archive.name + ".sha256")
-    sidecar.write_text(f"{actual}  {archive.name}\n")
-    log.warning(
-        "dataset.sha256 is empty: could not verify %s; its SHA-256 %s is recorded in %s "
-        "(set dataset.sha256=%s to check later downloads)",
-        archive.name,
-        actual,
-        sidecar,
-        actual,
-    )
+        wanted, source, fix = expected.lower(), f"dataset.sha256={expected}", "correct dataset.sha256 / dataset.url"
+    else:
+        sidecar = sidecar_of(archive)
+        wanted, source = recorded_sha256(archive), f"the SHA-256 recorded at the first download, in {sidecar}"
+        fix = f"delete {sidecar} if the server's archive really changed"
+    if wanted and actual != wanted:
+        archive.unlink()
+        raise Pix2PixError(
+            f"{archive}: SHA-256 {actual} does not match {source} ({wanted}); the file was deleted. "
+            f"Run again to download it afresh, or {fix}"
+        )
     return actual
 
 
+def record_sha256(archive: Path, digest: str) -> None:
+    """Keep the hash of a first download (dataset.sha256 empty), so that later downloads must match it."""
+    sidecar = sidecar_of(archive)
+    write_text(sidecar, f"{digest}  {archive.name}\n")
+    log.warning(
+        "dataset.sha256 is empty: could not verify %s; its SHA-256 %s is recorded in %s, and later downloads "
+        "must match it (set dataset.sha256=%s to pin it in the config)",
+        archive.name,
+        digest,
+        sidecar,
+        digest,
+    )
+
+
 def unsafe_member(member: tarfile.TarInfo) -> str | None:
-    """Why extracting `member` could write outside the target folder (or create a device); None if safe."""
-    name = PurePosixPath(member.name)
-    if name.is_absolute() or member.name.startswith(("/", "\\")):
+    """Why `member` may not be extracted; None for a plain file or folder with a relative name that
+    stays inside the target. Links of any kind, devices and FIFOs are refused: the official archives
+    have none, and with none a name alone says where a member lands, on every Python."""
+    name = member.name
+    if name.startswith(("/", "\\")) or PurePosixPath(name).is_absolute() or (len(name) > 1 and name[1] == ":"):
         return "an absolute path"
-    if ".." in name.parts:
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
         return "a '..' path"
     if member.issym() or member.islnk():
-        # A symlink's target is relative to its own folder; a hard link's to the archive's root.
-        base = name.parent if member.issym() else PurePosixPath()
-        target = posixpath.normpath(str(base / member.linkname))
-        if member.linkname.startswith("/") or target == ".." or target.startswith("../"):
-            return f"a link to {member.linkname}"
+        return f"a link (to {member.linkname})"
     if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
         return "a device or FIFO"
+    if not (member.isreg() or member.isdir()) or member.issparse():
+        return "not a plain file or folder"
     return None
+
+
+def check_members(archive: Path, members: list[tarfile.TarInfo], destination: Path) -> None:
+    """Refuse the whole archive for one unsafe member, too many members or too much content."""
+    for member in members:
+        reason = unsafe_member(member)
+        if reason:
+            raise Pix2PixError(
+                f"{archive}: refused: member {member.name!r} is {reason}, which a dataset archive never needs "
+                f"and which could write outside {destination.parent}; nothing was extracted"
+            )
+    if len(members) > MAX_MEMBERS:
+        raise Pix2PixError(
+            f"{archive}: refused: {len(members):,} members, over the cap of {MAX_MEMBERS:,}; nothing was extracted"
+        )
+    total, limit = sum(m.size for m in members if m.isreg()), extraction_limit(archive)
+    if total > limit:
+        raise Pix2PixError(
+            f"{archive}: refused: its files hold {total / 1e6:,.1f} MB, over {MAX_RATIO}x the archive's size "
+            f"({limit / 1e6:,.1f} MB; a decompression bomb?); nothing was extracted"
+        )
+
+
+def extraction_limit(archive: Path) -> int:
+    return max(MAX_RATIO * archive.stat().st_size, 1 << 20)
+
+
+def extract_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo], target: Path) -> None:
+    """Write the (checked) members into the fresh folder `target`: folders and plain files only, with
+    this user's default permissions (never the archive's modes or owners), no file opened through a link."""
+    for member in members:
+        path = target.joinpath(*PurePosixPath(member.name).parts)
+        if member.isdir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        with source, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(source, out, CHUNK)
 
 
 def extract(archive: Path, destination: Path) -> Path:
     """Extract a .tar(.gz) archive to `destination` (which must not exist yet), atomically.
 
     The archive's own top folder (facades/ in facades.tar.gz) is the dataset folder when it is the
-    only entry; an archive with any member that would leave the target is refused whole.
+    only entry; an archive with any member that could leave the target is refused whole.
     """
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
-            for member in members:
-                reason = unsafe_member(member)
-                if reason:
-                    raise Pix2PixError(
-                        f"{archive}: refused: member {member.name!r} is {reason}, which could write outside "
-                        f"{destination.parent}; nothing was extracted"
-                    )
+            check_members(archive, members, destination)
             tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
             try:
-                if hasattr(tarfile, "data_filter"):
-                    tar.extractall(tmp, filter="data")
-                else:  # Python without extraction filters: the checks above stand alone
-                    tar.extractall(tmp)  # noqa: S202
+                extract_members(tar, members, tmp)
                 entries = list(tmp.iterdir())
                 top = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
                 os.replace(top, destination)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise Pix2PixError(f"{archive}: not a readable .tar.gz archive ({err}); delete it and download again") from None
+    except (tarfile.TarError, EOFError, zlib.error) as err:
+        archive.unlink(missing_ok=True)
+        first = str(err).strip().splitlines()[0].rstrip(":") if str(err).strip() else type(err).__name__
+        raise Pix2PixError(
+            f"{archive}: not a complete .tar or .tar.gz archive ({first}); it was deleted. Check dataset.url "
+            "(a server may send an error page instead of the file), then run again"
+        ) from None
+    except OSError as err:
+        raise Pix2PixError(
+            f"{archive}: extracting into {destination.parent} failed ({err.strerror or err}); nothing was "
+            f"extracted; free space there (the archive is kept, a rerun extracts it)"
+        ) from None
     return destination
 
 
 def download_dataset(url: str, sha256: str | None, root: Path, progress_bar: bool = True) -> Path:
     """Make `root` the extracted dataset of the archive at `url`: fetch (resuming), verify, extract.
 
-    The archive is kept beside `root` until it is extracted, then deleted (its hash stays recorded
-    when dataset.sha256 was empty)."""
-    if root.is_dir() and any(root.iterdir()):
-        log.info("%s is already there; nothing to download", root)
-        return root
+    One process at a time per dataset (a file lock beside `root`): a second one waits, then finds the
+    dataset there. The archive is kept beside `root` until it is extracted, then deleted; its hash stays
+    recorded when dataset.sha256 was empty, and later downloads must match it."""
     archive = root.parent / PurePosixPath(urllib.parse.urlparse(url).path).name
     if not archive.name:
         raise Pix2PixError(f"dataset.url={url}: does not name an archive file")
+
+    def present() -> bool:
+        if root.is_dir() and any(root.iterdir()):
+            log.info("%s is already there; nothing to download", root)
+            return True
+        return False
+
+    def waiting(holder: str) -> None:
+        log.info("%s is being downloaded by %s; waiting for it to finish", root, holder)
+
+    if present():
+        return root
+    with FileLock(root.parent / f".{root.name}.lock", on_wait=waiting):
+        if present():  # the process we waited for made it
+            return root
+        if archive.is_file():
+            log.info("using %s, downloaded earlier", archive)
+        else:
+            log.info("downloading %s to %s", url, archive)
+            fetch_with_progress(url, archive, progress_bar)
+        digest = verify(archive, sha256)
+        log.info("%s: SHA-256 %s%s", archive.name, digest, " (verified)" if sha256 or recorded_sha256(archive) else "")
+        if root.is_dir():
+            root.rmdir()  # empty (checked above)
+        extract(archive, root)
+        if not sha256 and recorded_sha256(archive) is None:
+            record_sha256(archive, digest)
+        archive.unlink()
+    log.info("extracted %s into %s", archive.name, root)
+    return root
+
+
+def fetch_with_progress(url: str, archive: Path, progress_bar: bool) -> Path:
     from tqdm import tqdm
 
     with tqdm(unit="B", unit_scale=True, desc=archive.name, disable=not progress_bar, leave=False) as bar:
@@ -179,13 +276,4 @@ def download_dataset(url: str, sha256: str | None, root: Path, progress_bar: boo
             bar.total = total
             bar.update(done - bar.n)
 
-        log.info("downloading %s to %s", url, archive)
-        fetch(url, archive, progress)
-    digest = verify(archive, sha256)
-    log.info("%s: SHA-256 %s%s", archive.name, digest, " (verified)" if sha256 else "")
-    if root.is_dir():
-        root.rmdir()  # empty (checked above)
-    extract(archive, root)
-    archive.unlink()
-    log.info("extracted %s into %s", archive.name, root)
-    return root
+        return fetch(url, archive, progress)

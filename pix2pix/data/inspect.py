@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key, open_pair, split_pair
+from pix2pix.data.aligned import IMAGE_SUFFIXES, NotAPair, as_pair, natural_key, open_pair, split_pair
+from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_note, read_image
 from pix2pix.errors import Pix2PixError
+from pix2pix.track.files import save_image
 
 LABEL_HEIGHT = 22
 
@@ -34,25 +36,28 @@ class SplitReport:
         return out
 
 
-def inspect_split(name: str, folder: Path) -> SplitReport:
+def inspect_split(name: str, folder: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> SplitReport:
     """Open every file of one split; nothing stops at the first problem."""
     report = SplitReport(name, folder)
-    for path in sorted((p for p in folder.iterdir() if p.is_file()), key=natural_key):
+    entries = (p for p in folder.iterdir() if not p.is_dir())  # a link loop or a FIFO is reported too
+    for path in sorted(entries, key=natural_key):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             report.odd.append(f"{path.name}: not an image file ({path.suffix or 'no suffix'}); it is ignored")
             continue
         try:
-            size = open_pair(path).size  # decodes fully: corrupt and non-pair files are named here
-            with Image.open(path) as img:
-                mode = img.mode
-        except Pix2PixError as err:
-            kind = report.corrupt if "corrupt" in str(err) else report.odd
-            kind.append(str(err).replace(f"{path}: ", f"{path.name}: ", 1))
+            decoded = read_image(path, max_pixels)
+            size = as_pair(path, decoded).size
+        except UnreadableImage as err:
+            report.corrupt.append(str(err).replace(f"{path}: ", f"{path.name}: ", 1))
+            continue
+        except NotAPair as err:
+            report.odd.append(str(err).replace(f"{path}: ", f"{path.name}: ", 1))
             continue
         report.sizes[size] += 1
         report.good.append(path)
-        if mode != "RGB":
-            report.odd.append(f"{path.name}: {mode} image, converted to RGB when read")
+        note = conversion_note(decoded, "RGB")
+        if note:
+            report.odd.append(f"{path.name}: {note}")
         elif size[0] != 2 * size[1]:
             report.odd.append(f"{path.name}: halves are {size[0] // 2}x{size[1]}, not square; resized to square")
     return report
@@ -75,12 +80,14 @@ def labelled(img: Image.Image, text: str, size: int) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def preview(files: list[Path], direction: str, path: Path, size: int = 256) -> Path:
+def preview(
+    files: list[Path], direction: str, path: Path, size: int = 256, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Path:
     """Rows of (what G gets | what G must produce) for `files`, labelled with the half each comes from."""
     source, target = ("A, left half", "B, right half") if direction == "AtoB" else ("B, right half", "A, left half")
     rows = []
     for file in files:
-        g_input, g_target = split_pair(open_pair(file), direction)
+        g_input, g_target = split_pair(open_pair(file, max_pixels=max_pixels), direction)
         rows.append(
             np.concatenate(
                 [
@@ -90,6 +97,4 @@ def preview(files: list[Path], direction: str, path: Path, size: int = 256) -> P
                 axis=1,
             )
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
-    return path
+    return save_image(path, Image.fromarray(np.concatenate(rows, axis=0)), format="PNG")

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from pix2pix.errors import Pix2PixError
 from pix2pix.parallel.env import WORKER_ROLE
+from pix2pix.parallel.lifeline import LAUNCHER_PID
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def worker_env(folder: Path, nccl_library: str | None = None) -> dict[str, str]:
     - msrun starts `python` from PATH: a wrapper in `folder` that runs this interpreter goes first
       (a wrapper, not a link, so a virtual environment's interpreter keeps its environment);
     - unbuffered output, so the worker logs are complete when a worker is killed;
+    - this process's pid, so that a worker started after it died ends at once;
     - `nccl_library` preloaded: MindSpore's GPU plugin finds its bundled libnccl.so.2 through an
       RPATH that LD_LIBRARY_PATH cannot override; a preloaded one is used instead.
     """
@@ -102,6 +104,7 @@ def worker_env(folder: Path, nccl_library: str | None = None) -> dict[str, str]:
     wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     env = dict(os.environ, PATH=f"{folder}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
+    env[LAUNCHER_PID] = str(os.getpid())  # the workers end when this process ends (pix2pix.parallel.lifeline)
     if nccl_library:
         library = Path(nccl_library).expanduser().absolute()
         if not library.is_file():
@@ -335,6 +338,8 @@ def launch_workers(par: DictConfig, run_dir: Path, worker_args: list[str]) -> di
     command = [
         sys.executable,
         "-m",
+        "pix2pix.parallel.lifeline",  # msrun, tied to this process: it dies when this process dies
+        str(os.getpid()),
         "mindspore.parallel.cluster.run",  # msrun
         f"--worker_num={par.device_num}",
         f"--local_worker_num={layout.local}",

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pix2pix.config import DATA_TASKS, TASKS, validate
 from pix2pix.errors import Pix2PixError
-from pix2pix.runs import TRAINED_RUN_TASKS, open_trained_run
+from pix2pix.runs import TRAINED_RUN_TASKS, lock_run, open_trained_run, owns_the_run
 
 log = logging.getLogger(__name__)
+
+
+def build_dataset(cfg: DictConfig):
+    """The `dataset` group's AlignedData, with the image-size guard of `data.max_pixels`."""
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.dataset, max_pixels=cfg.data.max_pixels)
 
 
 def command_line_overrides() -> list[str]:
@@ -20,10 +28,11 @@ def command_line_overrides() -> list[str]:
 
 
 def train_or_resume(cfg: DictConfig) -> float | None:
-    """task=train; with ckpt=, the run continues (the run's config, overrides that keep its networks).
+    """task=train; with ckpt=, the run continues (the run's config, overrides that keep its networks), in
+    its own folder, or in a new one when the checkpoint is older than the run's last.ckpt (a fork).
     With parallel.device_num > 1, this process starts the workers through msrun (unless it is one)."""
     from pix2pix.parallel.env import launcher
-    from pix2pix.tasks.train import train, train_on_workers
+    from pix2pix.tasks.train import record_fork, train, train_on_workers
     from pix2pix.train.trainer import Interrupted
 
     resume_from = None
@@ -33,8 +42,11 @@ def train_or_resume(cfg: DictConfig) -> float | None:
         run = open_trained_run(cfg, kept)
         validate(run.cfg)
         cfg, resume_from = run.cfg, run.checkpoint
+        if run.forked:
+            cfg = record_fork(run, write=owns_the_run())
         if kept:
             log.info("resuming with these overrides on the run's config: %s", " ".join(kept))
+    lock = lock_run(Path(cfg.paths.output_dir)) if owns_the_run() else None
     try:
         if cfg.parallel.device_num > 1 and launcher() is None:
             metrics = train_on_workers(cfg, overrides)
@@ -52,6 +64,9 @@ def train_or_resume(cfg: DictConfig) -> float | None:
             run_dir = path.parent.parent
             log.warning("stopped by %s; %s is written; resume with: python launch.py ckpt=%s", stop, path, run_dir)
         sys.exit(128 + stop.signum)
+    finally:
+        if lock:
+            lock.release()
 
 
 def run_task(cfg: DictConfig) -> float | None:
@@ -60,6 +75,7 @@ def run_task(cfg: DictConfig) -> float | None:
     Returns the metric a sweeper optimises: `optimized_metric` of a training run, the mean L1 of
     an eval, the median ms/step of a benchmark.
     """
+    logging.raiseExceptions = False  # a full disk under launch.log must not print a traceback per line
     try:
         if cfg.task == "train":
             return train_or_resume(cfg)

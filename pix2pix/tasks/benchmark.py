@@ -22,7 +22,6 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from pix2pix.data.aligned import AlignedData
@@ -30,7 +29,9 @@ from pix2pix.data.synthetic import SyntheticData
 from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import count_params
 from pix2pix.runtime import describe_cpu_kernels, seed_everything, setup_device
+from pix2pix.tasks import build_dataset
 from pix2pix.tasks.train import build_train_step
+from pix2pix.track.files import write_text
 from pix2pix.train import checkpoint
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def benchmark_data(cfg: DictConfig) -> tuple[AlignedData, int, str]:
     """The dataset to time on, the number of training pairs to project with, and where they came from."""
-    data = instantiate(cfg.dataset)
+    data = build_dataset(cfg)
     if data.download or isinstance(data, SyntheticData):
         data.ensure_present()  # generate, or download as asked; a missing dataset otherwise gets a stand-in
     if data.train_dir.is_dir():
@@ -191,7 +192,7 @@ def benchmark(cfg: DictConfig) -> dict:
         "command": " ".join(["python launch.py", *sys.argv[1:]]),
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(run_dir / "benchmark.json", json.dumps(result, indent=2) + "\n")
     log.info(
         "%s on %s: %.1f ms/step median (p10 %.1f, p90 %.1f), %.2f img/s, first step %.1f s, peak RSS %.0f MB; "
         "%d epochs x %d steps on %d device(s) -> %.2f h projected",

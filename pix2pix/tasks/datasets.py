@@ -6,19 +6,19 @@ import logging
 import sys
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pix2pix.data.combine import combine_folders
 from pix2pix.data.inspect import dataset_splits, inspect_split, preview
 from pix2pix.errors import Pix2PixError
+from pix2pix.tasks import build_dataset
 
 log = logging.getLogger(__name__)
 
 
 def download(cfg: DictConfig) -> Path:
     """Fetch, verify and extract `dataset=NAME` into dataset.root."""
-    data = instantiate(cfg.dataset)
+    data = build_dataset(cfg)
     root = data.fetch(progress_bar=cfg.logging.progress_bar and sys.stderr.isatty())
     splits = ", ".join(
         f"{name} ({sum(1 for p in folder.iterdir() if p.is_file())})" for name, folder in dataset_splits(root)
@@ -29,9 +29,9 @@ def download(cfg: DictConfig) -> Path:
 
 def inspect(cfg: DictConfig) -> dict:
     """Report every split of dataset.root and write a preview of a few training pairs."""
-    data = instantiate(cfg.dataset)
+    data = build_dataset(cfg)
     data.ensure_present()
-    reports = [inspect_split(name, folder) for name, folder in dataset_splits(data.root)]
+    reports = [inspect_split(name, folder, data.max_pixels) for name, folder in dataset_splits(data.root)]
     for report in reports:
         for line in report.lines():
             (log.warning if line.startswith("  ") else log.info)("%s", line)
@@ -45,6 +45,7 @@ def inspect(cfg: DictConfig) -> dict:
         data.direction,
         Path(cfg.paths.output_dir) / f"preview_{data.name}_{data.direction}.png",
         data.crop_size,
+        data.max_pixels,
     )
     log.info(
         "preview of %s (direction=%s: G input on the left, target on the right): %s", first.name, data.direction, path
@@ -60,6 +61,6 @@ def combine(cfg: DictConfig) -> int:
             f"task=combine needs combine.{missing[0]}=FOLDER (combine.a=A_DIR combine.b=B_DIR combine.output=AB_DIR)"
         )
     a, b, output = (Path(cfg.combine[k]).expanduser().absolute() for k in ("a", "b", "output"))
-    count = combine_folders(a, b, output)
+    count = combine_folders(a, b, output, cfg.data.max_pixels)
     log.info("wrote %d aligned A|B pairs to %s (A: %s on the left, B: %s on the right)", count, output, a, b)
     return count

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
@@ -25,7 +24,8 @@ from pix2pix.evaluate.gallery import write_gallery
 from pix2pix.evaluate.metrics import image_metrics
 from pix2pix.runs import TrainedRun
 from pix2pix.runtime import seed_everything, setup_device
-from pix2pix.track.files import write_text
+from pix2pix.tasks import build_dataset
+from pix2pix.track.files import result_names, write_text
 from pix2pix.track.samples import save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train.validate import generate
@@ -48,7 +48,7 @@ def evaluate(run: TrainedRun) -> dict:
     cfg = run.cfg
     device = setup_device(**cfg.device)
     seed_everything(cfg.seed)
-    data = instantiate(cfg.dataset)
+    data = build_dataset(cfg)
     split = data.split_folder(cfg.eval.split).name
     files = data.split_files(cfg.eval.split)[: cfg.eval.num_images]
     generator, meta = build_generator(cfg, run.checkpoint)
@@ -66,15 +66,16 @@ def evaluate(run: TrainedRun) -> dict:
     )
     rows = []
     show = cfg.logging.progress_bar and sys.stderr.isatty()
-    for file in tqdm(files, desc=f"eval {split}", disable=not show, leave=False):
-        a, b = split_pair(open_pair(file), data.direction)
+    names = result_names([Path(file.name) for file in files])  # a.jpg and a.png: their own result names
+    for file, name in tqdm(zip(files, names), total=len(files), desc=f"eval {split}", disable=not show, leave=False):
+        a, b = split_pair(open_pair(file, max_pixels=data.max_pixels), data.direction)
         real_A = transform(a, data.load_size, data.crop_size, None)
         real_B = transform(b, data.load_size, data.crop_size, None)
         fake_B = generate(generator, real_A[None], cfg.eval.mode)[0]
         images = dict(zip(("input", "generated", "target"), to_uint8(np.stack([real_A, fake_B, real_B]))))
         row = {"name": file.name, **image_metrics(images["generated"], images["target"])}
         for kind, pixels in images.items():
-            row[kind] = f"images/{file.stem}_{kind}.png"
+            row[kind] = f"images/{name}_{kind}.png"
             save_png(out / row[kind], pixels)
         rows.append(row)
 

@@ -13,6 +13,7 @@ from pix2pix.errors import Pix2PixError
 from pix2pix.export import export_generator, verify_export
 from pix2pix.runs import TrainedRun
 from pix2pix.runtime import seed_everything, setup_device
+from pix2pix.track.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -44,5 +45,5 @@ def export(run: TrainedRun) -> dict:
         "checkpoint": str(run.checkpoint),
         **meta,
     }
-    (path.parent / f"{path.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(path.parent / f"{path.name}.json", json.dumps(summary, indent=2) + "\n")
     return summary

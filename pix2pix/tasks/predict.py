@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from pix2pix.api import Translator, build_generator
 from pix2pix.errors import Pix2PixError
-from pix2pix.predict import image_files, translate_files
+from pix2pix.predict import image_files, output_paths, translate_files
 from pix2pix.runs import TrainedRun
 from pix2pix.runtime import seed_everything, setup_device
 
@@ -25,6 +25,7 @@ def predict(run: TrainedRun) -> dict:
     source = Path(cfg.predict.input).expanduser().absolute()
     output = Path(cfg.predict.output).expanduser().absolute()
     files = image_files(source, exclude=output)
+    outputs = output_paths(files, source, output)
     device = setup_device(**cfg.device)
     seed_everything(cfg.seed)
     generator, meta = build_generator(cfg, run.checkpoint)
@@ -46,10 +47,10 @@ def predict(run: TrainedRun) -> dict:
     started = time.perf_counter()
     written, problems = translate_files(
         files,
-        source,
-        output,
+        outputs,
         translator.translate_image,
         progress=lambda it: tqdm(it, total=len(files), desc="predict", disable=not show),
+        max_pixels=cfg.data.max_pixels,
     )
     seconds = time.perf_counter() - started
     if not written:

@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import count_params
 from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
 from pix2pix.parallel.env import local_index
+from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun
 from pix2pix.runtime import describe_cpu_kernels, device_count, resolve_device, seed_everything, setup_device
+from pix2pix.tasks import build_dataset
+from pix2pix.track.files import write_text
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.train import checkpoint
 from pix2pix.train.step import Pix2PixTrainStep
@@ -58,12 +61,15 @@ def resume_point(step: Pix2PixTrainStep, path: Path) -> ResumePoint:
     def meta(key: str, default: float) -> float:
         return float(loaded[key].asnumpy()) if key in loaded else default
 
+    batch_size = int(meta("batch_size", 0)) or None
     point = ResumePoint(
         epoch=int(meta("epoch", 0)),
         step_in_epoch=int(meta("step_in_epoch", 0)),
         global_step=int(meta("global_step", 0)),
         val_L1_before=meta("val_L1_before", float("nan")),
         device_num=int(meta("device_num", 1)),
+        batch_size=batch_size,
+        train_files=loaded.get("train_files") if isinstance(loaded.get("train_files"), str) else None,
     )
     log.info(
         "resuming from %s: %d epochs and %d steps done (global step %d)",
@@ -105,7 +111,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
     ranks = setup_ranks(cfg)
     seed_everything(cfg.seed + ranks.rank)  # per-rank dropout and jitter streams; weights come from rank 0
 
-    data = instantiate(cfg.dataset)
+    data = build_dataset(cfg)
     data.prepare()
     step = build_train_step(cfg, ranks)
     resume = resume_point(step, resume_from) if resume_from else None
@@ -117,13 +123,14 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
             log.info("removed %s, left by an interrupted checkpoint write", stale.name)
     purge_step = resume.global_step + 1 if resume else None
     writer = RunWriter(run_dir / "tensorboard", purge_step=purge_step, enabled=ranks.writes)
-    if resume is None:
+    if resume is None or cfg.get("forked_from"):  # a new run folder: its TensorBoard gets the config
         writer.config(cfg)
     settings = TrainerSettings(
         run_dir=run_dir,
         base_lr=cfg.optimizer.learning_rate,
         checkpoint_every=cfg.checkpoint.every,
         keep_last=cfg.checkpoint.get("keep_last"),
+        resume_mode=cfg.checkpoint.get("resume", "exact"),
         faults=Faults(**cfg.fault),
         val_mode=cfg.val.mode,
         val_num_images=cfg.val.num_images,
@@ -139,6 +146,30 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
         writer.close()
     log.info("run folder: %s", run_dir)
     return metrics
+
+
+def record_fork(run: TrainedRun, write: bool) -> DictConfig:
+    """A resume from a checkpoint older than its run's last.ckpt: the run goes on in this new folder
+    (Hydra's), whose record becomes the config it trains with plus where it came from; the original
+    run folder is left as it was."""
+    step = checkpoint.read_meta(run.checkpoint).get("global_step", 0)
+    last_step = checkpoint.read_meta(run.folder / LAST_CHECKPOINT).get("global_step", 0)
+    cfg = run.cfg.copy()
+    with open_dict(cfg):
+        cfg.forked_from = {"run": str(run.folder), "checkpoint": str(run.checkpoint), "global_step": step}
+    run_dir = Path(cfg.paths.output_dir)
+    if write:
+        write_text(run_dir / RECORDED_CONFIG, OmegaConf.to_yaml(cfg))
+    log.warning(
+        "%s is at global step %d, behind the run's last.ckpt (step %d): continuing from it would overwrite what "
+        "came later, so this is a fork in a new run folder, %s; %s is left as it was",
+        run.checkpoint,
+        step,
+        last_step,
+        run_dir,
+        run.folder,
+    )
+    return cfg
 
 
 def launch_script() -> Path:
@@ -168,5 +199,5 @@ def train_on_workers(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
             f"parallel.device_num={par.device_num} over {par.nodes} node(s) needs {per_node} {device} devices here; "
             f"found {available}: lower parallel.device_num"
         )
-    instantiate(cfg.dataset).prepare()
+    build_dataset(cfg).prepare()
     return launch_workers(par, Path(cfg.paths.output_dir), [str(launch_script()), *overrides])

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
-from tensorboardX import SummaryWriter
-from tensorboardX.summary import hparams
+from tensorboardX import summary
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+from pix2pix.errors import Pix2PixError
+
+FLUSH_SECONDS = 30
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, float | int | str | bool]:
@@ -33,41 +41,75 @@ def flat_hparams(cfg: DictConfig) -> dict[str, float | int | str | bool]:
 class RunWriter:
     """Scalars per step, sample grids per epoch, the config as text, hparams with final metrics.
 
-    A disabled writer (ranks other than 0 of a data-parallel job) writes nothing and makes no folder.
+    Events are written in the caller's thread, with tensorboardX's own event-file writer and summaries:
+    its SummaryWriter writes from a thread of its own, where a full disk ends the thread with a
+    traceback and, once its queue fills, blocks training for good. Here a failed write is one
+    Pix2PixError naming the folder. A disabled writer (ranks other than 0 of a data-parallel job) writes
+    nothing and makes no folder.
     """
 
     def __init__(self, logdir: Path, purge_step: int | None = None, enabled: bool = True):
         """purge_step (a resumed run): TensorBoard drops points at or after it from earlier event
         files, so steps re-run after a crash appear once."""
-        self.writer = SummaryWriter(str(logdir), purge_step=purge_step) if enabled else None
+        self.logdir = logdir
+        self.events: EventsWriter | None = None
+        self.flushed = time.monotonic()
+        if not enabled:
+            return
+        with self.guard():
+            logdir.mkdir(parents=True, exist_ok=True)
+            # The pid in the name: two writers started in one second (a run and an eval of it) never share a file.
+            self.events = EventsWriter(str(logdir / "events"), filename_suffix=f".{os.getpid()}")
+        if purge_step is not None:
+            self.write(Event(step=purge_step, file_version="brain.Event:2"))
+            self.write(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+    @contextmanager
+    def guard(self):
+        try:
+            yield
+        except OSError as err:
+            raise Pix2PixError(
+                f"{self.logdir}: writing TensorBoard events failed ({err.strerror or err}); free space in "
+                f"{self.logdir} (or check that you may write there)"
+            ) from None
+
+    def write(self, event: Event, step: int | None = None) -> None:
+        if not self.events:
+            return
+        event.wall_time = time.time()
+        if step is not None:
+            event.step = int(step)
+        with self.guard():
+            self.events.write_event(event)
+            if time.monotonic() - self.flushed > FLUSH_SECONDS:  # TensorBoard shows a running job's points
+                self.flush()
 
     def flush(self) -> None:
-        if self.writer:
-            self.writer.flush()
+        if self.events:
+            with self.guard():
+                self.events.flush()
+            self.flushed = time.monotonic()
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        if self.writer:
-            for tag, value in values.items():
-                self.writer.add_scalar(tag, value, step)
+        for tag, value in values.items():
+            self.write(Event(summary=summary.scalar(tag, float(value))), step)
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
-        if self.writer:
-            self.writer.add_image(tag, image, step, dataformats="HWC")
+        self.write(Event(summary=summary.image(tag, image, dataformats="HWC")), step)
 
     def config(self, cfg: DictConfig) -> None:
-        if self.writer:
-            text = OmegaConf.to_yaml(cfg, resolve=True)
-            self.writer.add_text("config", "```yaml\n" + text + "\n```", 0)
+        text = OmegaConf.to_yaml(cfg, resolve=True)
+        self.write(Event(summary=summary.text("config", "```yaml\n" + text + "\n```")), 0)
 
     def hparams(self, cfg: DictConfig, metrics: dict[str, float]) -> None:
         """hparams and their metrics in this run's own event file (not a sub-run)."""
-        if not self.writer:
-            return
-        experiment, start, end = hparams(flat_hparams(cfg), metrics)
-        for summary in (experiment, start, end):
-            self.writer._get_file_writer().add_summary(summary)
+        for part in summary.hparams(flat_hparams(cfg), metrics):
+            self.write(Event(summary=part))
         self.scalars(metrics, 0)
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.close()
+        if self.events:
+            with self.guard():
+                self.events.close()
+            self.events = None

@@ -1,16 +1,24 @@
 """The one checkpoint format: G, D, both optimizers' states and the epoch, in one
-MindSpore .ckpt file written atomically (temporary file, fsync, rename) with a CRC."""
+MindSpore .ckpt file written atomically (temporary file, fsync, rename) with a CRC.
+
+MindSpore is imported where tensors are read or written: `read_meta` reads a checkpoint's scalars
+without it, for the decisions made before Hydra starts (does a resume continue its run or fork it?).
+"""
 
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
-
-import mindspore as ms
-from mindspore import nn
+from typing import TYPE_CHECKING
 
 from pix2pix.errors import Pix2PixError
+from pix2pix.track.files import fsync_file, fsync_folder, write_failed
+
+if TYPE_CHECKING:
+    import mindspore as ms
+    from mindspore import nn
 
 OPTIMIZER_SLOTS = ("moment1", "moment2")
 OPTIMIZER_SCALARS = ("global_step", "learning_rate", "beta1_power", "beta2_power")
@@ -50,29 +58,43 @@ def save(
 ) -> Path:
     """Write `state` and `meta` to `path` without ever leaving a half-written file there.
 
-    A failed write (disk full, file-size limit, permissions) removes the partial file, leaves any
-    earlier file at `path` untouched, and is raised as one line that names the folder.
+    The file gets the permissions of any file its owner writes (the umask), not MindSpore's
+    owner-only read-only mode, so a run folder shared with a group stays readable. A failed write
+    (disk full, file-size limit, permissions) removes the partial file, leaves any earlier file at
+    `path` untouched, and is raised as one line that names the folder.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    import mindspore as ms
+
     tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}.ckpt")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         entries = [{"name": name, "data": param} for name, param in state.items()]
         ms.save_checkpoint(entries, str(tmp), append_dict=dict(meta), crc_check=True)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        fsync_file(tmp)
         if before_rename:  # fault injection (tests): a kill between the write and the rename
             before_rename()
         os.replace(tmp, path)
+        fsync_folder(path.parent)
     except OSError as err:
-        kept = f"{path.name} is unchanged" if path.exists() else "no earlier checkpoint was there"
-        raise Pix2PixError(
-            f"{path}: writing the checkpoint failed ({err.strerror or err}); the partial file was removed and "
-            f"{kept}; free space in {path.parent} (or lower checkpoint.keep_last)"
-        ) from None
+        raise write_failed(path, err, "writing the checkpoint", "or lower checkpoint.keep_last") from None
     finally:
         for leftover in (tmp, tmp.with_suffix(".tmp")):  # MindSpore writes <name>.tmp before its own rename
             leftover.unlink(missing_ok=True)
     return path
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask can only be read by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def partial_files(folder: Path) -> list[Path]:
@@ -93,6 +115,8 @@ def prune(folder: Path, keep_last: int | None) -> list[Path]:
 
 def load(path: Path) -> dict[str, ms.Parameter]:
     """Read a checkpoint, checking its CRC; a missing, truncated or foreign file gets one line."""
+    import mindspore as ms
+
     if not path.is_file():
         raise Pix2PixError(f"ckpt={path}: no such checkpoint file")
     try:
@@ -131,3 +155,74 @@ def restore_generator(generator: nn.Cell, path: Path) -> dict[str, int]:
         )
     restore(state, loaded, path)
     return {key: int(loaded[key].asnumpy()) for key in ("epoch", "global_step") if key in loaded}
+
+
+# The scalar entries of a checkpoint as MindSpore writes them: one protobuf `Checkpoint` message per
+# entry, `value {tag: name, tensor {dims, tensor_type, tensor_content}}`, then b"crc_num" and 10 bytes.
+SCALAR_FORMATS = {"Int64": "<q", "Int32": "<i", "Float32": "<f", "Float64": "<d", "Bool": "<?"}
+LARGEST_SCALAR_ENTRY = 4096  # bytes; larger entries are tensors and are skipped unread
+
+
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("a damaged varint")
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
+
+
+def fields(data: bytes):
+    """(field number, value) of one protobuf message: ints for varints, bytes for length-delimited fields."""
+    at = 0
+    while at < len(data):
+        key, at = read_varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = read_varint(data, at)
+        elif wire == 2:
+            size, at = read_varint(data, at)
+            value, at = data[at : at + size], at + size
+        else:
+            raise ValueError(f"wire type {wire}")
+        yield number, value
+
+
+def scalar_entry(entry: bytes) -> tuple[str, int | float | str] | None:
+    """(name, value) of a `Checkpoint.Value` that holds a scalar (no dims) or a string; None for a tensor."""
+    parts = dict(fields(entry))
+    tensor = dict(fields(parts.get(2, b"")))
+    kind, content = tensor.get(2, b"").decode(errors="replace"), tensor.get(3, b"")
+    name = parts.get(1, b"").decode(errors="replace")
+    if kind == "str":
+        return name, content.decode("utf-32-le").rstrip("\x00")
+    if kind in SCALAR_FORMATS and 1 not in tensor and len(content) == struct.calcsize(SCALAR_FORMATS[kind]):
+        return name, struct.unpack(SCALAR_FORMATS[kind], content)[0]
+    return None
+
+
+def read_meta(path: Path) -> dict[str, int | float | str]:
+    """The scalar entries of a checkpoint (epoch, global_step, ...), without MindSpore and without reading
+    its tensors (a 700 MB checkpoint is read in a few hundred small reads). No CRC check: `load` does that."""
+    meta: dict[str, int | float | str] = {}
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            while f.tell() < size:
+                head = f.read(11)
+                if not head or head[0] != 0x0A:  # not field 1 (length-delimited): the CRC trailer
+                    break
+                length, start = read_varint(head, 1)
+                if length > LARGEST_SCALAR_ENTRY:
+                    f.seek(f.tell() - len(head) + start + length)
+                    continue
+                f.seek(f.tell() - len(head) + start)
+                found = scalar_entry(f.read(length))  # one Checkpoint.Value
+                if found:
+                    meta[found[0]] = found[1]
+    except (OSError, ValueError, UnicodeDecodeError, struct.error) as err:
+        raise Pix2PixError(f"{path}: not a readable pix2pix checkpoint ({err})") from None
+    return meta

@@ -54,6 +54,7 @@ class TrainerSettings:
     base_lr: float
     checkpoint_every: int = 50
     keep_last: int | None = None
+    resume_mode: str = "exact"  # checkpoint.resume: exact, or next_epoch (skip the rest of a half-done epoch)
     faults: Faults = field(default_factory=Faults)
     val_mode: str = "paper"
     val_num_images: int | None = None
@@ -71,6 +72,8 @@ class ResumePoint:
     global_step: int
     val_L1_before: float
     device_num: int = 1  # the ranks that trained it (steps per epoch depend on it)
+    batch_size: int | None = None  # None: a checkpoint written before these were recorded
+    train_files: str | None = None  # the training split's fingerprint (AlignedData.fingerprint)
 
 
 class Interrupted(Exception):
@@ -118,15 +121,31 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
-def check_device_count(resume: ResumePoint, device_num: int) -> None:
-    """A checkpoint written mid-epoch continues only on as many devices as wrote it: the steps of an
-    epoch depend on the count. From the end of an epoch any count is fine."""
-    if resume.step_in_epoch and resume.device_num != device_num:
+def mid_epoch_change(resume: ResumePoint, device_num: int, batch_size: int, train_files: str) -> str | None:
+    """What differs from the run that wrote a mid-epoch checkpoint, in a way that changes the epoch's steps
+    or pairs (the rest of the epoch could not be replayed); None when nothing does."""
+    if resume.device_num != device_num:
+        return f"parallel.device_num={resume.device_num} then, {device_num} now"
+    if resume.batch_size is not None and resume.batch_size != batch_size:
+        return f"dataset.batch_size={resume.batch_size} then, {batch_size} now"
+    if resume.train_files is not None and resume.train_files != train_files:
+        return f"the training split's files differ (then {resume.train_files}, now {train_files})"
+    return None
+
+
+def check_mid_epoch_resume(resume: ResumePoint, device_num: int, batch_size: int, train_files: str) -> None:
+    """A checkpoint written mid-epoch continues exactly only with the device count, batch size and files
+    that wrote it: they decide the epoch's steps and the pairs of each. From the end of an epoch any is fine."""
+    if not resume.step_in_epoch:
+        return
+    change = mid_epoch_change(resume, device_num, batch_size, train_files)
+    if change:
+        epoch = resume.epoch + 1
         raise Pix2PixError(
-            f"the checkpoint stopped at step {resume.step_in_epoch} of epoch {resume.epoch + 1} with "
-            f"{resume.device_num} device(s), where an epoch has another number of steps than with "
-            f"{device_num}; resume with parallel.device_num={resume.device_num} (other counts are fine "
-            "from a checkpoint at the end of an epoch)"
+            f"the checkpoint stopped at step {resume.step_in_epoch} of epoch {epoch}, and {change}, so the rest "
+            f"of that epoch cannot be replayed: resume with the settings and files it had, or add "
+            f"checkpoint.resume=next_epoch to go on at epoch {epoch + 1} (skipping the rest of epoch {epoch}), "
+            f"or resume from the end of epoch {resume.epoch} (checkpoints/epoch_{resume.epoch:03d}.ckpt, if kept)"
         )
 
 
@@ -205,6 +224,8 @@ class Trainer:
             "seed": self.settings.seed,
             "val_L1_before": self.val_L1_before,
             "device_num": self.ranks.size,
+            "batch_size": self.data.batch_size,
+            "train_files": self.data.fingerprint(),
         }
         checkpoint.save(last, state, meta, before_rename=self.kill_hook)
         every = self.settings.checkpoint_every
@@ -305,9 +326,18 @@ class Trainer:
         """The first epoch to train and the steps of it already done."""
         if resume is None:
             return 1, 0
-        check_device_count(resume, self.ranks.size)
         self.val_L1_before = resume.val_L1_before
         self.global_step = resume.global_step
+        if resume.step_in_epoch and self.settings.resume_mode == "next_epoch":
+            log.warning(
+                "checkpoint.resume=next_epoch: the rest of epoch %d (after its step %d) is skipped; training goes on "
+                "at epoch %d",
+                resume.epoch + 1,
+                resume.step_in_epoch,
+                resume.epoch + 2,
+            )
+            return resume.epoch + 2, 0
+        check_mid_epoch_resume(resume, self.ranks.size, self.data.batch_size, self.data.fingerprint())
         return resume.epoch + 1, resume.step_in_epoch
 
     def fit(self, resume: ResumePoint | None = None) -> dict[str, float]:
@@ -361,8 +391,8 @@ class Trainer:
                     format_seconds(elapsed),
                 )
                 self.writer.scalars({"lr": lr, "epoch_ms_per_step": stats["ms_per_step"]}, epoch)
+                last = self.save_checkpoint(epoch)  # first: the epoch's work is kept even if the samples fail
                 self.save_samples(epoch, val_A, val_B)
-                last = self.save_checkpoint(epoch)
                 if self.stop_agreed:  # asked during the epoch's last step: its checkpoint is written
                     raise self.interrupted(stop, last)
         l1_before = self.val_L1_before
