@@ -244,13 +244,15 @@ def enable() -> Status:
             library = verified_library()
             if "mindspore" in sys.modules and not loaded(library):
                 raise CacheProblem("MindSpore was imported before it could be loaded")
+            shim = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+            shim.pix2pix_conv_impls.restype = ctypes.c_char_p
         except Exception as err:  # noqa: BLE001 - the fast path must never stop a command
-            reason = str(err) if isinstance(err, (CacheProblem, Pix2PixError)) else f"{type(err).__name__}: {err}"
+            known = isinstance(err, (CacheProblem, Pix2PixError))
+            reason = str(err) if known else f"{type(err).__name__}: {err} ({REBUILD})"
             os.environ[ISA_CAP] = "AVX2"  # still in time: oneDNN reads it at its first operation
             _status = Status(False, f"oneDNN ISA cap AVX2: the fast path is unavailable: {reason}", problem=True)
         else:
-            _library = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
-            _library.pix2pix_conv_impls.restype = ctypes.c_char_p
+            _library = shim
             # Child processes (msrun and joblib workers, subprocesses) load it before anything else.
             preload = os.environ.get("LD_PRELOAD", "").split()
             if str(library) not in preload:

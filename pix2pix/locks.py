@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,22 +31,24 @@ class FileLock:
         self.fd: int | None = None
 
     def _open(self) -> int:
+        """The lock file's descriptor, never through a link (a received run folder could hold one pointing at
+        a file of yours) and only ever a plain file."""
+        nofollow = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except PermissionError:  # another user's lock file in a shared folder: a read-only one locks too
             try:
-                return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as err:
-                raise Pix2PixError(
-                    f"{self.path}: cannot open the lock file ({err.strerror}); check the "
-                    f"permissions of {self.path.parent}"
-                ) from None
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | nofollow, 0o666)
+            except PermissionError:  # another user's lock file in a shared folder: a read-only one locks too
+                fd = os.open(self.path, os.O_RDONLY | nofollow)
         except OSError as err:
             raise Pix2PixError(
-                f"{self.path}: cannot create the lock file ({err.strerror}); check the permissions of "
-                f"{self.path.parent}"
+                f"{self.path}: cannot open the lock file ({err.strerror}); it must be a plain file in a folder you "
+                f"may write: check {self.path.parent}"
             ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise Pix2PixError(f"{self.path}: the lock file is not a plain file; remove it")
+        return fd
 
     def acquire(self, wait: bool = True, on_wait: Callable[[str], None] | None = None) -> bool:
         """Take the lock; with `wait`, block until it is free (calling `on_wait(holder)` once first),
@@ -65,11 +68,13 @@ class FileLock:
                     told = True
                 time.sleep(POLL_SECONDS)
         self.fd = fd
-        try:  # who holds it, for the messages of the processes that find it taken
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        except OSError:
-            pass
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_nlink == 1:  # who holds it, for the processes that find it taken
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            except OSError:
+                pass
         return True
 
     def holder(self) -> str:

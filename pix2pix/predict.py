@@ -11,7 +11,6 @@ onto the output unchanged.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pix2pix.config import PREDICT_FITS
 from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key, to_array
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_note, read_image
 from pix2pix.errors import Pix2PixError
-from pix2pix.track.files import result_names, save_image
+from pix2pix.track.files import real, result_names, save_image
 from pix2pix.track.samples import to_uint8
 
 log = logging.getLogger(__name__)
@@ -87,22 +86,12 @@ def image_files(source: Path, exclude: Path | None = None) -> list[Path]:
     files = [
         p
         for p in source.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not (skip and real(p).is_relative_to(skip)) and listed(p)
+        # not p.is_dir(): a link loop or a FIFO is listed, then skipped with a warning, not left out silently
+        if p.suffix.lower() in IMAGE_SUFFIXES and not (skip and real(p).is_relative_to(skip)) and not p.is_dir()
     ]
     if not files:
         raise Pix2PixError(f"predict.input={source}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return sorted(files, key=lambda p: [*p.relative_to(source).parent.parts, *natural_key(p)])
-
-
-def real(path: Path) -> Path:
-    """The path with every link followed; a link loop stays as it is (Path.resolve raises on one)."""
-    return Path(os.path.realpath(path))
-
-
-def listed(path: Path) -> bool:
-    """Anything but a folder: a file, or what cannot be read as one (a link loop, a dangling link, a
-    FIFO), which is then skipped with a warning like any unreadable file instead of vanishing silently."""
-    return not path.is_dir()
 
 
 def output_paths(files: list[Path], source: Path, output: Path) -> list[Path]:

@@ -29,6 +29,9 @@ INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "paral
 # unless the command line changes them.
 RESUME_INVOCATION_KEYS = tuple(key for key in INVOCATION_KEYS if key != "parallel")
 
+# Never from a run folder: whether this machine downloads anything is this invocation's to say.
+INVOCATION_DATASET_KEYS = ("download",)
+
 RECORDED_CONFIG = Path(".hydra") / "config.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 RUN_LOCK = ".run.lock"  # held by the process that trains in a run folder
@@ -70,8 +73,11 @@ def continues_in_place(checkpoint: Path, folder: Path) -> bool:
     further on (an older epoch_NNN.ckpt): continuing there would overwrite the run's later checkpoints,
     TensorBoard points and metrics, so such a resume forks into a new run folder instead."""
     last = folder / LAST_CHECKPOINT
-    if not last.is_file() or last.samefile(checkpoint):
-        return True
+    try:
+        if not last.is_file() or last.samefile(checkpoint):
+            return True
+    except OSError as err:
+        raise Pix2PixError(f"{checkpoint}: cannot be read ({err.strerror})") from None
     return read_meta(checkpoint).get("global_step", 0) >= read_meta(last).get("global_step", 0)
 
 
@@ -110,16 +116,11 @@ def hydra_record_dir(task: str, ckpt: str | None) -> str:
     return ".hydra"
 
 
-def recorded_config(current: DictConfig, folder: Path, overrides: list[str]) -> DictConfig:
-    """The run's recorded config, with this invocation's keys and command-line overrides on top.
-
-    `current` is the config composed from this command line; `overrides` are its key=value and
-    group=option items. A group override (`dataset=facades`, `model/generator=unet_128`) replaces
-    that whole group; a key override replaces one value.
-    """
+def load_recorded(folder: Path) -> DictConfig:
+    """A run's recorded config, checked (pix2pix.targets: only allow-listed targets and resolvers)."""
     path = folder / RECORDED_CONFIG
     try:
-        recorded = load_config(path)
+        return load_config(path)
     except Pix2PixError:
         raise
     except Exception as err:  # yaml and OmegaConf raise several types for a damaged file
@@ -128,6 +129,32 @@ def recorded_config(current: DictConfig, folder: Path, overrides: list[str]) -> 
             f"{path}: unreadable run config ({first}); restore it, or pass the checkpoint file itself "
             "with the model config on the command line"
         ) from None
+
+
+def refuse_links(folder: Path) -> None:
+    """A run folder's own folders and files are never links (a linked checkpoint aside): a received run
+    whose eval/ or .hydra/config.yaml points elsewhere would make the tasks write there."""
+    for parent, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = Path(parent) / name
+            linked_checkpoint = path.suffix == ".ckpt" and path.parent.name == "checkpoints" and name not in dirs
+            if path.is_symlink() and not linked_checkpoint:
+                raise Pix2PixError(
+                    f"{path}: a link inside a run folder; the tasks write into a run folder, so its files and folders "
+                    "must be its own: replace the link with a copy (or remove it)"
+                )
+
+
+def recorded_config(
+    current: DictConfig, folder: Path, overrides: list[str], recorded: DictConfig | None = None
+) -> DictConfig:
+    """The run's recorded config, with this invocation's keys and command-line overrides on top.
+
+    `current` is the config composed from this command line; `overrides` are its key=value and
+    group=option items. A group override (`dataset=facades`, `model/generator=unet_128`) replaces
+    that whole group; a key override replaces one value.
+    """
+    recorded = recorded if recorded is not None else load_recorded(folder)
     invocation = RESUME_INVOCATION_KEYS if current.task == "train" else INVOCATION_KEYS
     merged = current.copy()
     with open_dict(merged):
@@ -136,6 +163,8 @@ def recorded_config(current: DictConfig, folder: Path, overrides: list[str]) -> 
                 merged[key] = value
         # Where this invocation writes is Hydra's folder for it, not the training run's.
         merged.paths.output_dir = OmegaConf.to_container(current.paths)["output_dir"]
+        for key in INVOCATION_DATASET_KEYS:
+            OmegaConf.update(merged, f"dataset.{key}", OmegaConf.select(current, f"dataset.{key}"), force_add=True)
         for item in overrides:
             key = item.partition("=")[0].lstrip("+~").replace("/", ".")
             if key.split(".")[0] in invocation or key.startswith("hydra"):
@@ -175,10 +204,12 @@ def open_trained_run(current: DictConfig, overrides: list[str]) -> TrainedRun:
     folder = run_folder_of(checkpoint)
     if folder is None:
         return TrainedRun(cfg=current, checkpoint=checkpoint, folder=None)
-    cfg = recorded_config(current, folder, overrides)
+    refuse_links(folder)
+    recorded = load_recorded(folder)
+    cfg = recorded_config(current, folder, overrides, recorded)
     forked = False
     if current.task == "train":
-        refuse_network_changes(load_config(folder / RECORDED_CONFIG), cfg)
+        refuse_network_changes(recorded, cfg)
         forked = not continues_in_place(checkpoint, folder)
     return TrainedRun(cfg=cfg, checkpoint=checkpoint, folder=folder, forked=forked)
 

@@ -197,3 +197,24 @@ def test_a_run_on_a_disk_that_fills_up_keeps_its_last_good_checkpoint(tmp_path):
     (line,) = [line for line in output.splitlines() if "writing the checkpoint failed" in line]
     assert "(No space left on device); last.ckpt is unchanged; free space in " + str(run / "checkpoints") in line
     assert "EPOCH 1" in output and "LEFT ['last.ckpt']" in output
+
+
+def test_reading_a_damaged_checkpoints_scalars_is_one_error_never_a_crash(tmp_path):
+    """read_meta runs before Hydra starts (does a resume fork?): on any damaged file, one Pix2PixError."""
+    good = tmp_path / "good.ckpt"
+    state = {"w": ms.Parameter(ms.Tensor(np.ones((4, 4), np.float32)), name="w")}
+    checkpoint.save(good, state, {"epoch": 3, "global_step": 12, "train_files": "4 files, sha256 abc"})
+    assert checkpoint.read_meta(good) == {"epoch": 3, "global_step": 12, "train_files": "4 files, sha256 abc"}
+    data = good.read_bytes()
+    rng = np.random.default_rng(0)
+    damaged = tmp_path / "damaged.ckpt"
+    for _ in range(400):
+        broken = bytearray(data[: int(rng.integers(0, len(data) + 1))])
+        for at in rng.integers(0, max(1, len(broken)), int(rng.integers(1, 6))):
+            if broken:
+                broken[at] = int(rng.integers(0, 256))
+        damaged.write_bytes(bytes(broken))
+        try:
+            checkpoint.read_meta(damaged)
+        except Pix2PixError as err:
+            assert str(err).startswith(f"{damaged}: not a readable pix2pix checkpoint")

@@ -63,6 +63,7 @@ KINDS = {
     "unreadable.png": "good" if ROOT_CAN_READ_ANYTHING else "unreadable",
     "loop.jpg": "unreadable",
     "fifo.jpg": "unreadable",  # opening it would wait for a writer for ever
+    "postscript.png": "unreadable",  # Pillow would read it as EPS, through Ghostscript where installed
 }
 
 
@@ -95,6 +96,7 @@ def write_corpus(folder: Path) -> None:
     (folder / "unreadable.png").chmod(0)
     (folder / "loop.jpg").symlink_to("loop.jpg")
     os.mkfifo(folder / "fifo.jpg")
+    (folder / "postscript.png").write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 32\nshowpage\n")
     assert sorted(p.name for p in folder.iterdir()) == sorted(KINDS)
 
 

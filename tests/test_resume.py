@@ -154,7 +154,7 @@ def test_a_resume_from_an_older_checkpoint_forks_and_leaves_the_run_as_it_was(tm
 
 def test_a_second_process_is_refused_while_a_run_trains_and_a_killed_one_never_blocks(tmp_path):
     run_dir = tmp_path / "run"
-    long_run = [*NO_DROPOUT, "schedule.n_epochs=40", "schedule.n_epochs_decay=0", f"paths.data_dir={tmp_path / 'data'}"]
+    long_run = [*NO_DROPOUT, "schedule.n_epochs=20", "schedule.n_epochs_decay=0", f"paths.data_dir={tmp_path / 'data'}"]
     training = subprocess.Popen(
         [sys.executable, str(ROOT / "launch.py"), *long_run, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
@@ -175,7 +175,7 @@ def test_a_second_process_is_refused_while_a_run_trains_and_a_killed_one_never_b
         training.wait()
     resumed, output = launch(tmp_path, run_dir, f"ckpt={run_dir}")
     assert resumed.returncode == 0, output[-3000:]
-    assert int(checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["epoch"].asnumpy()) == 40
+    assert int(checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["epoch"].asnumpy()) == 20
 
 
 def test_a_mid_epoch_resume_with_another_batch_size_or_other_files_says_how_to_go_on(tmp_path):

@@ -14,8 +14,10 @@ from pix2pix.config import CONF_DIR
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
     RECORDED_CONFIG,
+    RUN_LOCK,
     hydra_record_dir,
     locate_checkpoint,
+    lock_run,
     open_trained_run,
     recorded_config,
     run_folder_of,
@@ -127,6 +129,7 @@ PLANTED = {
         "model.discriminator.layers.0._target_",
     ),
     "an interpolated target": ("dataset._target_", "${oc.env:HOME}", "dataset._target_"),
+    "a node oc.create builds": ("model.generator", "${oc.create:{_target_: os.getcwd}}", "model.generator"),
 }
 
 
@@ -145,8 +148,11 @@ def plant(run: Path, tmp_path: Path, case: str) -> Path:
     return hostile
 
 
-@pytest.mark.parametrize("case", list(PLANTED))
-@pytest.mark.parametrize("task", ["predict", "eval", "export", "train"])
+# Every planted node with predict, and every task that reads a run folder with one of them.
+CASES = [(case, "predict") for case in PLANTED] + [("shutil.copyfile at depth", t) for t in ("eval", "export", "train")]
+
+
+@pytest.mark.parametrize("case,task", CASES)
 def test_a_received_run_folder_cannot_run_code(trained_run, tmp_path, case, task):
     hostile = plant(trained_run, tmp_path, case)
     photo = tmp_path / "photo.png"
@@ -155,8 +161,8 @@ def test_a_received_run_folder_cannot_run_code(trained_run, tmp_path, case, task
     result = run_launch(args, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
-    (line,) = [line for line in output.splitlines() if "is not one of the classes a pix2pix config builds" in line]
-    assert f"{PLANTED[case][2]}:" in line and "nothing was run" in line
+    (line,) = [line for line in output.splitlines() if "nothing was run" in line]
+    assert f"{hostile / RECORDED_CONFIG}: {PLANTED[case][2]}: " in line
     assert (tmp_path / "victim.txt").read_text() == "my file\n"
     assert not any(hostile.glob(f"{task}/*")) or task == "train"
 
@@ -170,3 +176,46 @@ def test_the_python_api_refuses_it_too(trained_run, tmp_path):
     ):
         load_generator(hostile, device="cpu")
     assert (tmp_path / "victim.txt").read_text() == "my file\n"
+
+
+@pytest.mark.parametrize("link", ["eval", ".hydra/config.yaml", ".run.lock", "predict"])
+def test_a_received_run_folder_with_a_link_is_refused(trained_run, tmp_path, link):
+    """Tasks write into a run folder (eval/, .hydra/, launch.log, .run.lock): through a link they would
+    write wherever the sender pointed it."""
+    hostile = shutil.copytree(trained_run, tmp_path / "received", ignore=shutil.ignore_patterns("eval", "predict"))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("mine\n")
+    path = hostile / link
+    if path.exists():
+        target = tmp_path / "moved"
+        path.rename(target)
+        path.symlink_to(target)  # the same content, through a link
+    else:
+        path.symlink_to(victim if "." not in link else victim / "notes.txt")
+    result = run_launch(["task=eval", f"ckpt={hostile}", "device=cpu"], cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in output, output[-3000:]
+    assert f"{path}: a link inside a run folder" in output
+    assert sorted(p.name for p in victim.iterdir()) == ["notes.txt"] and (victim / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_run_folder_never_makes_this_machine_download(run_folder, compose_cfg):
+    cfg = OmegaConf.load(run_folder / RECORDED_CONFIG)
+    cfg.dataset.download = True
+    cfg.dataset.url = "http://attacker.example/facades.tar.gz"
+    OmegaConf.save(cfg, run_folder / RECORDED_CONFIG)
+    run = open_trained_run(compose_cfg("task=eval", f"ckpt={run_folder}"), [])
+    assert run.cfg.dataset.download is False
+    asked = ["task=eval", f"ckpt={run_folder}", "dataset.download=true"]
+    assert open_trained_run(compose_cfg(*asked), asked).cfg.dataset.download is True  # the user's own choice
+
+
+def test_a_lock_file_that_is_a_link_is_never_followed(tmp_path):
+    victim = tmp_path / "bashrc"
+    victim.write_text("export PATH=...\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / RUN_LOCK).symlink_to(victim)
+    with pytest.raises(Pix2PixError, match="cannot open the lock file"):
+        lock_run(tmp_path / "run")
+    assert victim.read_text() == "export PATH=...\n"

@@ -18,7 +18,7 @@ from PIL import Image
 from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, read_image, rgb
 from pix2pix.errors import Pix2PixError
-from pix2pix.track.files import result_names, save_image
+from pix2pix.track.files import real, result_names, save_image, write_failed
 
 JPEG_QUALITY = 95
 
@@ -46,9 +46,9 @@ def unmatched(names: set[Path], other: set[Path], side: str, other_side: str) ->
 
 def refuse_overlap(a: Path, b: Path, output: Path) -> None:
     """The output must be a new (or empty) folder of its own: never A, B or a folder inside them."""
-    target = Path(os.path.realpath(output))
+    target = real(output)
     for key, folder in (("combine.a", a), ("combine.b", b)):
-        source = Path(os.path.realpath(folder))
+        source = real(folder)
         if target.is_relative_to(source):
             raise Pix2PixError(
                 f"combine.output={output} is {'' if target == source else 'inside '}{key}={folder}; writing there "
@@ -83,9 +83,12 @@ def combine_folders(a: Path, b: Path, output: Path, max_pixels: int = DEFAULT_MA
                 )
             pair = np.concatenate([np.asarray(img_a), np.asarray(img_b)], axis=1)
             save_image(tmp / target, Image.fromarray(pair), format="JPEG", quality=JPEG_QUALITY)
-        if output.exists():
-            output.rmdir()  # empty (checked above)
-        os.replace(tmp, output)
+        try:
+            if output.is_dir():
+                output.rmdir()  # empty (checked above)
+            os.replace(tmp, output)
+        except OSError as err:
+            raise write_failed(output, err, "putting the pairs in place") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return len(names)

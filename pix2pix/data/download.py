@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import lzma
 import os
 import shutil
 import tarfile
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30
-MAX_MEMBERS = 1_000_000  # edges2shoes, the largest official archive, has about 50,000
+MAX_MEMBERS = 200_000  # edges2shoes, the largest official archive, has about 50,000
+MAX_HEADER_BYTES = 1 << 20  # a PAX or GNU long-name header (a long file name needs a few hundred bytes)
 MAX_RATIO = 100  # extracted bytes per archive byte (JPEG archives are about 1:1)
 
 
@@ -153,24 +155,52 @@ def unsafe_member(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def check_members(archive: Path, members: list[tarfile.TarInfo], destination: Path) -> None:
-    """Refuse the whole archive for one unsafe member, too many members or too much content."""
+class ArchiveRefused(Pix2PixError):
+    """An archive that will not be extracted: the message says which member or limit, and it is deleted."""
+
+
+class GuardedTarInfo(tarfile.TarInfo):
+    """tarfile's member header, refusing the extended headers (PAX, GNU long names) that tarfile would
+    otherwise read into memory whole, whatever size they declare: a small .tar.gz could declare gigabytes.
+    (`_proc_pax` and `_proc_gnulong` are tarfile's own steps for them, the same on Python 3.9 to 3.13.)"""
+
+    def _proc_pax(self, tarfile):
+        self._refuse_large_header()
+        return super()._proc_pax(tarfile)
+
+    def _proc_gnulong(self, tarfile):
+        self._refuse_large_header()
+        return super()._proc_gnulong(tarfile)
+
+    def _refuse_large_header(self) -> None:
+        if self.size > MAX_HEADER_BYTES:
+            raise ArchiveRefused(f"refused: an extended header of {self.size:,} bytes (a decompression bomb?)")
+
+
+def listed_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The archive's members, read one by one up to the cap (never the whole list of a hostile archive)."""
+    members = []
+    for member in tar:
+        members.append(member)
+        if len(members) > MAX_MEMBERS:
+            raise ArchiveRefused(f"refused: more than {MAX_MEMBERS:,} members")
+    return members
+
+
+def check_members(members: list[tarfile.TarInfo], destination: Path, limit: int) -> None:
+    """Refuse the whole archive for one unsafe member, or for more content than `limit` bytes."""
     for member in members:
         reason = unsafe_member(member)
         if reason:
-            raise Pix2PixError(
-                f"{archive}: refused: member {member.name!r} is {reason}, which a dataset archive never needs "
-                f"and which could write outside {destination.parent}; nothing was extracted"
+            raise ArchiveRefused(
+                f"refused: member {member.name!r} is {reason}, which a dataset archive never needs and which "
+                f"could write outside {destination.parent}"
             )
-    if len(members) > MAX_MEMBERS:
-        raise Pix2PixError(
-            f"{archive}: refused: {len(members):,} members, over the cap of {MAX_MEMBERS:,}; nothing was extracted"
-        )
-    total, limit = sum(m.size for m in members if m.isreg()), extraction_limit(archive)
+    total = sum(m.size for m in members if m.isreg())
     if total > limit:
-        raise Pix2PixError(
-            f"{archive}: refused: its files hold {total / 1e6:,.1f} MB, over {MAX_RATIO}x the archive's size "
-            f"({limit / 1e6:,.1f} MB; a decompression bomb?); nothing was extracted"
+        raise ArchiveRefused(
+            f"refused: its files hold {total / 1e6:,.1f} MB, over {MAX_RATIO}x the archive's size "
+            f"({limit / 1e6:,.1f} MB; a decompression bomb?)"
         )
 
 
@@ -197,12 +227,13 @@ def extract(archive: Path, destination: Path) -> Path:
     """Extract a .tar(.gz) archive to `destination` (which must not exist yet), atomically.
 
     The archive's own top folder (facades/ in facades.tar.gz) is the dataset folder when it is the
-    only entry; an archive with any member that could leave the target is refused whole.
+    only entry. An archive refused (a member that could leave the target, a cap exceeded) or that is
+    not a complete archive is deleted, with one line saying why; nothing is extracted from it.
     """
     try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            check_members(archive, members, destination)
+        with tarfile.open(archive, tarinfo=GuardedTarInfo) as tar:
+            members = listed_members(tar)
+            check_members(members, destination, extraction_limit(archive))
             tmp = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
             try:
                 extract_members(tar, members, tmp)
@@ -211,19 +242,28 @@ def extract(archive: Path, destination: Path) -> Path:
                 os.replace(top, destination)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    except (tarfile.TarError, EOFError, zlib.error) as err:
+    except ArchiveRefused as err:
         archive.unlink(missing_ok=True)
-        first = str(err).strip().splitlines()[0].rstrip(":") if str(err).strip() else type(err).__name__
-        raise Pix2PixError(
-            f"{archive}: not a complete .tar or .tar.gz archive ({first}); it was deleted. Check dataset.url "
-            "(a server may send an error page instead of the file), then run again"
-        ) from None
+        raise ArchiveRefused(f"{archive}: {err}; nothing was extracted and the archive was deleted") from None
     except OSError as err:
-        raise Pix2PixError(
-            f"{archive}: extracting into {destination.parent} failed ({err.strerror or err}); nothing was "
-            f"extracted; free space there (the archive is kept, a rerun extracts it)"
-        ) from None
+        if err.errno is not None:  # the file system's refusal (disk full, permissions), not the archive's fault
+            raise Pix2PixError(
+                f"{archive}: extracting into {destination.parent} failed ({err.strerror}); nothing was extracted; "
+                "free space there (the archive is kept, a rerun extracts it)"
+            ) from None
+        raise not_an_archive(archive, err) from None  # gzip and bz2 report damaged data as an OSError
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as err:
+        raise not_an_archive(archive, err) from None
     return destination
+
+
+def not_an_archive(archive: Path, err: Exception) -> Pix2PixError:
+    archive.unlink(missing_ok=True)
+    first = str(err).strip().splitlines()[0].rstrip(":") if str(err).strip() else type(err).__name__
+    return Pix2PixError(
+        f"{archive}: not a complete .tar or .tar.gz archive ({first}); it was deleted. Check dataset.url "
+        "(a server may send an error page instead of the file), then run again"
+    )
 
 
 def download_dataset(url: str, sha256: str | None, root: Path, progress_bar: bool = True) -> Path:

@@ -6,11 +6,13 @@ of PNG can declare 20000x10000) is refused from its header, before any pixel is 
 failure to decode is one UnreadableImage that names the file. The conversions, as the README states:
 
 - EXIF orientation is applied (a phone photo stored sideways comes out upright);
-- 16-bit and 32-bit integer images (I;16, I) are scaled to 8 bits (value * 255 / 65535), not clipped;
-  float images (F) are clipped to 0..255; 1-bit images become L;
+- 16-bit integer images (I;16, and I, as which older Pillows open 16-bit PNGs) are scaled to 8 bits
+  (value * 255 / 65535, values outside 0..65535 clipped), not clipped at 255; float images (F) are
+  clipped to 0..255; 1-bit images become L;
 - CMYK, YCbCr, LAB and HSV become RGB; palette images become RGBA when they carry transparency,
   else RGB; LA stays LA (gray with alpha);
-- an animated image (GIF, APNG, WebP) gives its first frame.
+- an animated image (GIF, APNG, WebP) gives its first frame;
+- a file is decoded only as JPEG, PNG, BMP, WebP, GIF or TIFF, and only if it is a plain file.
 The result is L, LA, RGB or RGBA; `rgb()` drops alpha for training, which has no use for it.
 """
 
@@ -32,6 +34,9 @@ from pix2pix.errors import Pix2PixError
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own warning threshold (about 9459 x 9459)
 PILLOW_PIXEL_LIMIT = 2 * DEFAULT_MAX_PIXELS  # Pillow refuses larger images itself
 OUTPUT_MODES = ("L", "LA", "RGB", "RGBA")
+# What the image suffixes are: a file is decoded only as one of these, whatever it holds (Pillow would
+# otherwise open, say, a PostScript file named .png as EPS and hand it to Ghostscript).
+FORMATS = ("JPEG", "MPO", "PNG", "BMP", "WEBP", "GIF", "TIFF")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError)
 
 
@@ -75,14 +80,29 @@ def upright(img: Image.Image) -> Image.Image:
         return img.copy()
 
 
+def formats() -> tuple[str, ...]:
+    """FORMATS that this Pillow can read (its plugins loaded: Image.open with `formats` expects them)."""
+    Image.init()
+    return tuple(name for name in FORMATS if name in Image.OPEN)
+
+
+def open_regular(path: Path):
+    """`path` opened for reading if it is a plain file: never blocks on a FIFO or reads a device (opened
+    without waiting, then checked on the descriptor itself, so nothing can be swapped in between)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnreadableImage(f"{path}: not a plain file (a folder, FIFO or device); remove it from the images")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode `path` fully (see the module docstring); UnreadableImage names the file and what to do."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
-            raise UnreadableImage(f"{path}: not a regular file (a folder, FIFO or device); remove it from the images")
-        with warnings.catch_warnings():
+        with open_regular(path) as file, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own cap decides
-            with Image.open(path) as img:
+            with Image.open(file, formats=formats()) as img:
                 width, height = img.size
                 if width * height > max_pixels:
                     raise UnreadableImage(

@@ -35,7 +35,7 @@ def train_or_resume(cfg: DictConfig) -> float | None:
     from pix2pix.tasks.train import record_fork, train, train_on_workers
     from pix2pix.train.trainer import Interrupted
 
-    resume_from = None
+    resume_from, forked = None, False
     overrides = command_line_overrides()
     if cfg.ckpt:
         kept = [o for o in overrides if not o.startswith(("ckpt=", "task="))]
@@ -43,7 +43,7 @@ def train_or_resume(cfg: DictConfig) -> float | None:
         validate(run.cfg)
         cfg, resume_from = run.cfg, run.checkpoint
         if run.forked:
-            cfg = record_fork(run, write=owns_the_run())
+            cfg, forked = record_fork(run, write=owns_the_run()), True
         if kept:
             log.info("resuming with these overrides on the run's config: %s", " ".join(kept))
     lock = lock_run(Path(cfg.paths.output_dir)) if owns_the_run() else None
@@ -51,7 +51,7 @@ def train_or_resume(cfg: DictConfig) -> float | None:
         if cfg.parallel.device_num > 1 and launcher() is None:
             metrics = train_on_workers(cfg, overrides)
         else:
-            metrics = train(cfg, resume_from)
+            metrics = train(cfg, resume_from, forked)
         return metrics.get(cfg.optimized_metric)
     except KeyboardInterrupt:
         log.warning("stopped at once by a second signal; the newest complete checkpoint is intact")

@@ -104,8 +104,9 @@ def setup_ranks(cfg: DictConfig) -> Ranks:
     return init_collective(device, cfg.parallel.device_num, local_index())
 
 
-def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
-    """Train as `cfg` says; with `resume_from`, continue that checkpoint's run in `cfg`'s run folder.
+def train(cfg: DictConfig, resume_from: Path | None = None, forked: bool = False) -> dict[str, float]:
+    """Train as `cfg` says; with `resume_from`, continue that checkpoint's run in `cfg`'s run folder (a new
+    one when `forked`).
     In a data-parallel job every rank runs this; rank 0 writes the run."""
     run_dir = Path(cfg.paths.output_dir)
     ranks = setup_ranks(cfg)
@@ -123,7 +124,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None) -> dict[str, float]:
             log.info("removed %s, left by an interrupted checkpoint write", stale.name)
     purge_step = resume.global_step + 1 if resume else None
     writer = RunWriter(run_dir / "tensorboard", purge_step=purge_step, enabled=ranks.writes)
-    if resume is None or cfg.get("forked_from"):  # a new run folder: its TensorBoard gets the config
+    if resume is None or forked:  # a new run folder: its TensorBoard gets the config
         writer.config(cfg)
     settings = TrainerSettings(
         run_dir=run_dir,

@@ -24,6 +24,11 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
+def real(path: Path) -> Path:
+    """The path with every link followed (Path.resolve raises on a link loop; this keeps the loop as is)."""
+    return Path(os.path.realpath(path))
+
+
 def fsync_file(path: Path) -> None:
     """Flush a file's data to disk through a read-only descriptor (a file may be read-only for its
     owner, as MindSpore leaves its checkpoints; fsync needs no write access)."""

@@ -191,12 +191,19 @@ def fields(data: bytes):
         yield number, value
 
 
+def bytes_field(parts: dict, number: int) -> bytes:
+    value = parts.get(number, b"")
+    if not isinstance(value, bytes):
+        raise ValueError(f"field {number} is not length-delimited")
+    return value
+
+
 def scalar_entry(entry: bytes) -> tuple[str, int | float | str] | None:
     """(name, value) of a `Checkpoint.Value` that holds a scalar (no dims) or a string; None for a tensor."""
     parts = dict(fields(entry))
-    tensor = dict(fields(parts.get(2, b"")))
-    kind, content = tensor.get(2, b"").decode(errors="replace"), tensor.get(3, b"")
-    name = parts.get(1, b"").decode(errors="replace")
+    tensor = dict(fields(bytes_field(parts, 2)))
+    kind, content = bytes_field(tensor, 2).decode(errors="replace"), bytes_field(tensor, 3)
+    name = bytes_field(parts, 1).decode(errors="replace")
     if kind == "str":
         return name, content.decode("utf-32-le").rstrip("\x00")
     if kind in SCALAR_FORMATS and 1 not in tensor and len(content) == struct.calcsize(SCALAR_FORMATS[kind]):
