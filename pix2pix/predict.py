@@ -81,8 +81,9 @@ def image_files(source: Path, exclude: Path | None = None) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise Pix2PixError(f"predict.input={source}: no such file or folder")
-    inside = exclude is not None and real(exclude) != real(source) and real(exclude).is_relative_to(real(source))
-    skip = real(exclude) if inside else None
+    skip = real(exclude) if exclude is not None else None
+    if skip is not None and (skip == real(source) or not skip.is_relative_to(real(source))):
+        skip = None  # the input folder itself, or outside it: nothing to leave out
     files = [
         p
         for p in source.rglob("*")

@@ -38,25 +38,17 @@ RESOLVER = re.compile(r"\$\{\s*([^${}:\s]+)\s*:")
 
 
 def entries(node, prefix: str = ""):
-    """Every (key, value) of the leaves of a plain config tree."""
+    """Every (key, value) of a plain config tree, at every depth: containers, then what they hold."""
     items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
     for key, child in items:
         name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(child, (dict, list)):
-            yield from entries(child, name)
-        else:
-            yield name, child
+        yield name, child
+        yield from entries(child, name)
 
 
-def targets_in(node, prefix: str = ""):
+def targets_in(node):
     """Every (key, value) of a `_target_` entry in a plain config tree, whatever its value's type."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, child in items:
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if key == "_target_":
-            yield name, child
-        else:
-            yield from targets_in(child, name)
+    return [(key, value) for key, value in entries(node) if key.rsplit(".", 1)[-1] == "_target_"]
 
 
 def check_config(cfg: DictConfig, source: Path | str) -> None:

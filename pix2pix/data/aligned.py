@@ -64,8 +64,8 @@ def as_pair(path: Path, decoded: Decoded, warn: bool = False) -> Image.Image:
             "is twice a half's width, usually twice the height); combine A and B side by side "
             "(task=combine) or remove the file"
         )
-    note = conversion_note(decoded, "RGB")
-    if warn and note:
+    note = conversion_note(decoded, "RGB") if warn else None
+    if note:
         log.warning("%s: %s", path, note)
     return rgb(decoded.image)
 

@@ -91,19 +91,25 @@ class RunWriter:
                 self.events.flush()
             self.flushed = time.monotonic()
 
+    # A disabled writer returns before building anything (a sample grid's PNG, a step's summaries).
+
     def scalars(self, values: dict[str, float], step: int) -> None:
-        for tag, value in values.items():
+        for tag, value in values.items() if self.events else ():
             self.write(Event(summary=summary.scalar(tag, float(value))), step)
 
     def image(self, tag: str, image: np.ndarray, step: int) -> None:
-        self.write(Event(summary=summary.image(tag, image, dataformats="HWC")), step)
+        if self.events:
+            self.write(Event(summary=summary.image(tag, image, dataformats="HWC")), step)
 
     def config(self, cfg: DictConfig) -> None:
-        text = OmegaConf.to_yaml(cfg, resolve=True)
-        self.write(Event(summary=summary.text("config", "```yaml\n" + text + "\n```")), 0)
+        if self.events:
+            text = OmegaConf.to_yaml(cfg, resolve=True)
+            self.write(Event(summary=summary.text("config", "```yaml\n" + text + "\n```")), 0)
 
     def hparams(self, cfg: DictConfig, metrics: dict[str, float]) -> None:
         """hparams and their metrics in this run's own event file (not a sub-run)."""
+        if not self.events:
+            return
         for part in summary.hparams(flat_hparams(cfg), metrics):
             self.write(Event(summary=part))
         self.scalars(metrics, 0)
