@@ -10,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from pix2pix.runtime import prepare_environment
+from pix2pix.backend.runtime import prepare_environment
 
 prepare_environment()  # before MindSpore is imported anywhere
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from pix2pix.config import check_overrides, register_resolvers  # noqa: E402
+from pix2pix.config.checks import check_overrides, register_resolvers  # noqa: E402
 from pix2pix.errors import Pix2PixError  # noqa: E402
 from pix2pix.parallel import env as job  # noqa: E402
 from pix2pix.parallel.lifeline import die_with_parent  # noqa: E402

@@ -22,12 +22,12 @@ from mindspore import nn
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from pix2pix.config import CONF_DIR, PREDICT_FITS, VAL_MODES, register_resolvers
-from pix2pix.predict import prepare_image, restore_image
+from pix2pix.backend.runtime import seed_everything, setup_device
+from pix2pix.checkpoint import restore_generator
+from pix2pix.config.checks import CONF_DIR, PREDICT_FITS, VAL_MODES, register_resolvers
+from pix2pix.infer.generate import generate
+from pix2pix.infer.translator import prepare_image, restore_image
 from pix2pix.runs import TrainedRun, open_trained_run
-from pix2pix.runtime import seed_everything, setup_device
-from pix2pix.train.checkpoint import restore_generator
-from pix2pix.train.validate import generate
 
 
 def build_generator(cfg: DictConfig, checkpoint_file: Path) -> tuple[nn.Cell, dict[str, int]]:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pix2pix.runtime import prepare_environment
+from pix2pix.backend.runtime import prepare_environment
 
 prepare_environment()  # before anything imports MindSpore
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from pix2pix.config import CONF_DIR, register_resolvers  # noqa: E402
+from pix2pix.config.checks import CONF_DIR, register_resolvers  # noqa: E402
 
 register_resolvers()
 

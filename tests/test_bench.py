@@ -1,4 +1,4 @@
-"""python -m pix2pix.bench: our step timed in a fresh process, the table, the per-primitive profile."""
+"""python -m pix2pix.tools.bench: our step timed in a fresh process, the table, the per-primitive profile."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from pix2pix import bench, fastpath
+from pix2pix.backend import fastpath
+from pix2pix.tools import bench
 from tests.conftest import ROOT
 
 QUICK = ["--steps=1", "--warmup=1", "--no-infer"]
@@ -17,7 +18,7 @@ TINY_NETWORKS = ["--size=64", "model.generator.num_downs=6", "model.generator.ng
 
 def run_bench(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
-    command = [sys.executable, "-m", "pix2pix.bench", *args]
+    command = [sys.executable, "-m", "pix2pix.tools.bench", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -110,7 +110,7 @@ def test_download_task_fetches_verifies_and_extracts(server, tmp_path):
     digest = hashlib.sha256(server.files["/facades.tar.gz"]).hexdigest()
     assert (data / "facades.tar.gz.sha256").read_text().split()[0] == digest
     assert "dataset.sha256 is empty" in output and digest in output
-    # nothing half-done; the lock file stays (see pix2pix.locks)
+    # nothing half-done; the lock file stays (see pix2pix.track.locks)
     assert sorted(p.name for p in data.iterdir()) == [".facades.lock", "facades", "facades.tar.gz.sha256"]
 
     again = run_launch(["task=download", "dataset=facades", url, f"paths.data_dir={data}"], cwd=tmp_path)

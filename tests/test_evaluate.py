@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pix2pix.evaluate.metrics import image_metrics
+from pix2pix.scoring.metrics import image_metrics
 from tests.conftest import TINY, run_launch
 
 NUM_VAL = 2  # TINY: dataset.num_val=2

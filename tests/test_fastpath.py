@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from pix2pix import fastpath
+from pix2pix.backend import fastpath
 from pix2pix.models.layers import LeakyReLU
 from tests.conftest import ROOT, TINY, conv_line, run_launch
 
 CAN_BUILD = fastpath.has_avx512() and bool(shutil.which("cc") or shutil.which("gcc"))
-STATUS = "from pix2pix import fastpath; import os; s = fastpath.enable(); "
+STATUS = "from pix2pix.backend import fastpath; import os; s = fastpath.enable(); "
 STATUS += "print(s.active, s.problem, os.environ.get('ONEDNN_MAX_CPU_ISA'), s.detail, sep='|')"
 
 
@@ -92,13 +92,13 @@ def test_a_damaged_cache_is_rebuilt(tmp_path, damage):
 def test_a_failed_build_says_why_and_how_to_retry_and_rebuild_retries(tmp_path):
     active, problem, cap, detail = status_in_a_new_process(tmp_path, CC="/bin/false")
     assert (active, problem, cap) == ("False", "True", "AVX2")
-    assert "/bin/false failed" in detail and "retry with: python -m pix2pix.fastpath --rebuild" in detail
+    assert "/bin/false failed" in detail and "retry with: python -m pix2pix.backend.fastpath --rebuild" in detail
     # Remembered: a later command does not try again by itself, and says the same.
-    assert "retry with: python -m pix2pix.fastpath --rebuild" in status_in_a_new_process(tmp_path)[3]
+    assert "retry with: python -m pix2pix.backend.fastpath --rebuild" in status_in_a_new_process(tmp_path)[3]
     environ = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
     environ["PIX2PIX_CACHE_DIR"] = str(tmp_path / "cache")
     done = subprocess.run(
-        [sys.executable, "-m", "pix2pix.fastpath", "--rebuild"], env=environ, capture_output=True, text=True
+        [sys.executable, "-m", "pix2pix.backend.fastpath", "--rebuild"], env=environ, capture_output=True, text=True
     )
     if CAN_BUILD:
         assert done.returncode == 0 and done.stdout.startswith("on: "), done.stdout + done.stderr
@@ -211,7 +211,7 @@ def test_training_is_the_same_with_the_fast_path_on_and_off(tmp_path, monkeypatc
 CONVOLUTIONS = """
 import json, sys
 import numpy as np
-from pix2pix import fastpath
+from pix2pix.backend import fastpath
 fastpath.enable()
 import mindspore as ms
 from mindspore import nn

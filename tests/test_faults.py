@@ -11,8 +11,8 @@ import mindspore as ms
 import numpy as np
 import pytest
 
+from pix2pix import checkpoint
 from pix2pix.errors import Pix2PixError
-from pix2pix.train import checkpoint
 from tests.conftest import ROOT, TINY, run_launch
 
 
@@ -55,7 +55,7 @@ DISK_LIMIT = """
     from pathlib import Path
     import mindspore as ms, numpy as np
     from pix2pix.errors import Pix2PixError
-    from pix2pix.train import checkpoint
+    from pix2pix import checkpoint
 
     path = Path(sys.argv[1])
     state = {"w": ms.Parameter(ms.Tensor(np.full((1000, 1000), 2.0, np.float32)), name="w")}
@@ -178,7 +178,7 @@ def test_a_run_on_a_disk_that_fills_up_keeps_its_last_good_checkpoint(tmp_path):
     mount_then_run = 'mount -t tmpfs -o size=10m tmpfs "$1" && shift && exec "$@"'
     script = textwrap.dedent("""
         import subprocess, sys
-        from pix2pix.train import checkpoint
+        from pix2pix import checkpoint
         from pathlib import Path
         done = subprocess.run(sys.argv[2:], capture_output=True, text=True)
         print("EXIT", done.returncode)

@@ -17,7 +17,7 @@ from pix2pix.data.aligned import AlignedData, NotAPair
 from pix2pix.data.combine import combine_folders
 from pix2pix.data.images import UnreadableImage, read_image
 from pix2pix.errors import Pix2PixError
-from pix2pix.predict import output_paths
+from pix2pix.infer.translator import output_paths
 from pix2pix.track.files import result_names
 from tests.conftest import run_launch
 

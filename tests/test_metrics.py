@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pix2pix.evaluate.metrics import PSNR_CAP_DB, gaussian_window, image_metrics, l1, psnr, ssim
+from pix2pix.scoring.metrics import PSNR_CAP_DB, gaussian_window, image_metrics, l1, psnr, ssim
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pix2pix.models.discriminator import NLayerDiscriminator
 from pix2pix.models.generator import UnetGenerator
 from pix2pix.models.layers import count_params
 from pix2pix.models.losses import GANLoss
-from pix2pix.train.step import Pix2PixTrainStep
+from pix2pix.training.step import Pix2PixTrainStep
 
 ms.set_device("CPU")
 ms.set_context(mode=ms.GRAPH_MODE)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pix2pix.api import Translator, load_generator
-from pix2pix.predict import image_files, output_paths, prepare_image, restore_image, translate_files
+from pix2pix.infer.translator import image_files, output_paths, prepare_image, restore_image, translate_files
 from tests.conftest import run_launch
 
 

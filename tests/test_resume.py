@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pix2pix.train import checkpoint
+from pix2pix import checkpoint
 from tests.conftest import ROOT, TINY, run_launch
 
 # Dropout masks come from MindSpore's op RNG, which a new process cannot continue: without dropout

@@ -10,7 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pix2pix.config import CONF_DIR
+from pix2pix.config.checks import CONF_DIR
+from pix2pix.config.targets import ALLOWED_TARGETS, targets_in
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
     RECORDED_CONFIG,
@@ -23,7 +24,6 @@ from pix2pix.runs import (
     run_folder_of,
     task_output_dir,
 )
-from pix2pix.targets import ALLOWED_TARGETS, targets_in
 from tests.conftest import TINY, run_launch
 
 
@@ -114,6 +114,14 @@ def every_target_in_conf() -> set[str]:
 def test_every_target_of_the_configs_is_allowed():
     assert every_target_in_conf() <= ALLOWED_TARGETS
     assert ALLOWED_TARGETS - every_target_in_conf() == set()  # the list holds nothing the configs do not use
+
+
+def test_a_run_recorded_before_the_schedules_moved_still_opens(run_folder, compose_cfg):
+    recorded = OmegaConf.load(run_folder / RECORDED_CONFIG)
+    recorded.schedule._target_ = "pix2pix.train.schedule.LinearSchedule"  # where it lived until the reshape
+    OmegaConf.save(recorded, run_folder / RECORDED_CONFIG)
+    cfg = recorded_config(compose_cfg("task=eval"), run_folder, [])
+    assert cfg.schedule._target_ == "pix2pix.training.schedule.LinearSchedule"
 
 
 # case: (where the node is planted, the node, the key the refusal names)

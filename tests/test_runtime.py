@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from pix2pix.backend.runtime import resolve_device
 from pix2pix.errors import Pix2PixError
-from pix2pix.runtime import resolve_device
 
 
 def fake_nvcc(tmp_path, release: str) -> str:
@@ -75,7 +75,7 @@ def test_onednn_is_capped_when_the_fast_path_is_off_unless_the_user_chose(user_v
     env["PIX2PIX_CPU_FASTPATH"] = switch
     if user_value:
         env["ONEDNN_MAX_CPU_ISA"] = user_value
-    code = "import os; from pix2pix.runtime import prepare_environment; prepare_environment(); "
+    code = "import os; from pix2pix.backend.runtime import prepare_environment; prepare_environment(); "
     code += "print(os.environ['ONEDNN_MAX_CPU_ISA'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
@@ -84,7 +84,7 @@ def test_onednn_is_capped_when_the_fast_path_is_off_unless_the_user_chose(user_v
 def test_the_device_can_be_set_after_mindspore_already_ran_on_it():
     """The Python API in a process where MindSpore already ran a kernel (on the CPU by default)."""
     code = "import mindspore as ms; (ms.Tensor([1.0]) + 1).asnumpy(); "
-    code += "from pix2pix.runtime import setup_device; print(setup_device('cpu'))"
+    code += "from pix2pix.backend.runtime import setup_device; print(setup_device('cpu'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "cpu"

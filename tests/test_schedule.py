@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pix2pix.errors import Pix2PixError
-from pix2pix.train.schedule import CosineSchedule, LinearSchedule, StepSchedule
+from pix2pix.training.schedule import CosineSchedule, LinearSchedule, StepSchedule
 
 
 def test_linear_keeps_then_decays_per_epoch():

@@ -1,5 +1,5 @@
 """Sweeps through the command line (the compose API cannot run multirun), then the tools that read them:
-pix2pix.report (tables, plot, performance tables) and pix2pix.tb (event summaries)."""
+pix2pix.tools.report (tables, plot, performance tables) and pix2pix.tools.tb (event summaries)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pix2pix import fastpath, report, tb
+from pix2pix.backend import fastpath
+from pix2pix.tools import report, tb
 from tests.conftest import TINY, conv_line, run_launch
 
 ONE_EPOCH = [*TINY, "schedule.n_epochs_decay=0"]  # 4 steps per job

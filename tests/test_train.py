@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pix2pix.train import checkpoint
+from pix2pix import checkpoint
 from tests.conftest import TINY, run_launch
 
 STEPS_PER_EPOCH, EPOCHS = 4, 2  # TINY: 4 synthetic pairs, batch 1, 1 + 1 epochs
@@ -193,7 +193,7 @@ def test_checkpoint_restores_into_a_fresh_step(trained_run, compose_cfg):
     from hydra.utils import instantiate
 
     from pix2pix.errors import Pix2PixError
-    from pix2pix.train.step import Pix2PixTrainStep
+    from pix2pix.training.step import Pix2PixTrainStep
 
     run_dir = trained_run
 

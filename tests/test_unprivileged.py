@@ -15,7 +15,7 @@ SAVE_TWICE = """
     import os, stat, sys
     from pathlib import Path
     import mindspore as ms, numpy as np
-    from pix2pix.train import checkpoint
+    from pix2pix import checkpoint
 
     os.umask(int(sys.argv[2], 8))
     path = Path(sys.argv[1]) / "checkpoints" / "last.ckpt"

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from pix2pix.errors import Pix2PixError
-from pix2pix.locks import FileLock
 from pix2pix.track.files import write_text
+from pix2pix.track.locks import FileLock
 
 log = logging.getLogger(__name__)
 

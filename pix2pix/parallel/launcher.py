@@ -302,7 +302,7 @@ class MsrunJob:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
         if self.stop_signal is not None:
-            from pix2pix.train.trainer import Interrupted
+            from pix2pix.training.loop import Interrupted
 
             last = layout.run_dir / "checkpoints" / "last.ckpt"
             written = last.is_file() and last.stat().st_mtime >= self.started

@@ -9,7 +9,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pix2pix.config import DATA_TASKS, TASKS, validate
+from pix2pix.config.checks import DATA_TASKS, TASKS, validate
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import TRAINED_RUN_TASKS, lock_run, open_trained_run, owns_the_run
 
@@ -33,7 +33,7 @@ def train_or_resume(cfg: DictConfig) -> float | None:
     With parallel.device_num > 1, this process starts the workers through msrun (unless it is one)."""
     from pix2pix.parallel.env import launcher
     from pix2pix.tasks.train import record_fork, train, train_on_workers
-    from pix2pix.train.trainer import Interrupted
+    from pix2pix.training.loop import Interrupted
 
     resume_from, forked = None, False
     overrides = command_line_overrides()

@@ -24,15 +24,15 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from pix2pix import checkpoint
+from pix2pix.backend.runtime import describe_cpu_kernels, seed_everything, setup_device
 from pix2pix.data.aligned import AlignedData
 from pix2pix.data.synthetic import SyntheticData
 from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import count_params
-from pix2pix.runtime import describe_cpu_kernels, seed_everything, setup_device
 from pix2pix.tasks import build_dataset
 from pix2pix.tasks.train import build_train_step
 from pix2pix.track.files import write_text
-from pix2pix.train import checkpoint
 
 log = logging.getLogger(__name__)
 

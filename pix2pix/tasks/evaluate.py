@@ -19,16 +19,16 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from pix2pix.api import build_generator
+from pix2pix.backend.runtime import seed_everything, setup_device
 from pix2pix.data.aligned import open_pair, split_pair, transform
-from pix2pix.evaluate.gallery import write_gallery
-from pix2pix.evaluate.metrics import image_metrics
+from pix2pix.infer.generate import generate
 from pix2pix.runs import TrainedRun
-from pix2pix.runtime import seed_everything, setup_device
+from pix2pix.scoring.gallery import write_gallery
+from pix2pix.scoring.metrics import image_metrics
 from pix2pix.tasks import build_dataset
 from pix2pix.track.files import result_names, write_text
 from pix2pix.track.samples import save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
-from pix2pix.train.validate import generate
 
 log = logging.getLogger(__name__)
 

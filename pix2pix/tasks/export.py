@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from pix2pix.api import build_generator
+from pix2pix.backend.runtime import seed_everything, setup_device
 from pix2pix.errors import Pix2PixError
-from pix2pix.export import export_generator, verify_export
+from pix2pix.infer.formats import export_generator, verify_export
 from pix2pix.runs import TrainedRun
-from pix2pix.runtime import seed_everything, setup_device
 from pix2pix.track.files import write_text
 
 log = logging.getLogger(__name__)

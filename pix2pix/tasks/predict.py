@@ -10,10 +10,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pix2pix.api import Translator, build_generator
+from pix2pix.backend.runtime import seed_everything, setup_device
 from pix2pix.errors import Pix2PixError
-from pix2pix.predict import image_files, output_paths, translate_files
+from pix2pix.infer.translator import image_files, output_paths, translate_files
 from pix2pix.runs import TrainedRun
-from pix2pix.runtime import seed_everything, setup_device
 
 log = logging.getLogger(__name__)
 

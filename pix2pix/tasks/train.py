@@ -9,18 +9,18 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pix2pix import checkpoint
+from pix2pix.backend.runtime import describe_cpu_kernels, device_count, resolve_device, seed_everything, setup_device
 from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import count_params
 from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
 from pix2pix.parallel.env import local_index
 from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun
-from pix2pix.runtime import describe_cpu_kernels, device_count, resolve_device, seed_everything, setup_device
 from pix2pix.tasks import build_dataset
 from pix2pix.track.files import write_text
 from pix2pix.track.tensorboard import RunWriter
-from pix2pix.train import checkpoint
-from pix2pix.train.step import Pix2PixTrainStep
-from pix2pix.train.trainer import Faults, ResumePoint, Trainer, TrainerSettings
+from pix2pix.training.loop import Faults, ResumePoint, Trainer, TrainerSettings
+from pix2pix.training.step import Pix2PixTrainStep
 
 log = logging.getLogger(__name__)
 

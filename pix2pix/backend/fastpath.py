@@ -1,4 +1,4 @@
-"""The CPU fast path: MindSpore 2.10's convolutions at AVX-512 speed (pix2pix/native/conv_shim.c).
+"""The CPU fast path: MindSpore 2.10's convolutions at AVX-512 speed (pix2pix/backend/native/conv_shim.c).
 
 On AVX-512 machines MindSpore's bundled oneDNN picks a reference convolution about 100x slower
 than it should; capping oneDNN at AVX2 avoids it at half the vector width. The fast path instead
@@ -33,12 +33,12 @@ from importlib import metadata
 from pathlib import Path
 
 from pix2pix.errors import Pix2PixError
-from pix2pix.locks import FileLock
 from pix2pix.track.files import write_text
+from pix2pix.track.locks import FileLock
 
 SWITCH = "PIX2PIX_CPU_FASTPATH"
 CACHE_ENV = "PIX2PIX_CACHE_DIR"
-REBUILD = "retry with: python -m pix2pix.fastpath --rebuild"
+REBUILD = "retry with: python -m pix2pix.backend.fastpath --rebuild"
 ISA_CAP = "ONEDNN_MAX_CPU_ISA"
 SOURCE = Path(__file__).resolve().parent / "native" / "conv_shim.c"
 DIRECTIONS = ("forward", "backward-data", "backward-weights")
@@ -278,9 +278,9 @@ def conv_kernels() -> dict[str, str] | None:
 
 
 def main(argv: list[str]) -> int:
-    """python -m pix2pix.fastpath [--rebuild]: build and check now (--rebuild: again), print the verdict."""
+    """python -m pix2pix.backend.fastpath [--rebuild]: build and check now (--rebuild: again), print the verdict."""
     if argv not in ([], ["--rebuild"]):
-        print("usage: python -m pix2pix.fastpath [--rebuild]", file=sys.stderr)
+        print("usage: python -m pix2pix.backend.fastpath [--rebuild]", file=sys.stderr)
         return 2
     if argv:
         try:

@@ -1,6 +1,6 @@
 """Summarise TensorBoard event files on a headless server.
 
-    python -m pix2pix.tb RUN_OR_SWEEP... [--export-images DIR]
+    python -m pix2pix.tools.tb RUN_OR_SWEEP... [--export-images DIR]
 
 Per run and scalar tag: the number of points, the step range, first, last, min and max values.
 `--export-images DIR` writes the logged images (sample grids) as PNG files. Event files are read
@@ -149,7 +149,7 @@ def short_names(names: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pix2pix.tb", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pix2pix.tools.tb", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders, sweep folders or event files")
     parser.add_argument("--export-images", type=Path, metavar="DIR", help="write the logged images as PNG here")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """Tables of finished runs and sweeps.
 
-    python -m pix2pix.report multirun/DATE/TIME [MORE_RUNS_OR_SWEEPS...] [--plot] [--metric val_L1]
-    python -m pix2pix.report --performance multirun/DATE/TIME
+    python -m pix2pix.tools.report multirun/DATE/TIME [MORE_RUNS_OR_SWEEPS...] [--plot] [--metric val_L1]
+    python -m pix2pix.tools.report --performance multirun/DATE/TIME
 
 The first form prints one row per training run (its overrides, final validation L1, PSNR, SSIM,
 final losses, ms/step) and writes report.md and report.csv (and with --plot report.png: the metric
@@ -258,7 +258,7 @@ def performance_tables(runs: list[Run]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pix2pix.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pix2pix.tools.report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders or sweep folders (multirun/DATE/TIME)")
     parser.add_argument("--out", type=Path, help="where the files go (default: the one folder given, else .)")
     parser.add_argument(

@@ -15,7 +15,7 @@ import subprocess
 
 import numpy as np
 
-from pix2pix import fastpath
+from pix2pix.backend import fastpath
 from pix2pix.errors import Pix2PixError
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ MODES = ("graph", "pynative")
 def prepare_environment() -> None:
     """What MindSpore reads once, at import or at its first op.
 
-    - The CPU convolution path (pix2pix.fastpath): on AVX-512 machines MindSpore 2.10's oneDNN
+    - The CPU convolution path (pix2pix.backend.fastpath): on AVX-512 machines MindSpore 2.10's oneDNN
       otherwise picks a reference convolution about 100x slower. The fast path loads a small native
       library; where it cannot, oneDNN is capped at AVX2 (ONEDNN_MAX_CPU_ISA).
     - GLOG_v=3: MindSpore's C++ warnings (such as the GPU probe's) stay off the terminal.

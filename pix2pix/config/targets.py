@@ -27,12 +27,17 @@ ALLOWED_TARGETS = frozenset(
         "pix2pix.models.generator.ResnetGenerator",
         "pix2pix.models.discriminator.NLayerDiscriminator",
         "pix2pix.models.discriminator.PixelDiscriminator",
-        "pix2pix.train.schedule.LinearSchedule",
-        "pix2pix.train.schedule.StepSchedule",
-        "pix2pix.train.schedule.CosineSchedule",
+        "pix2pix.training.schedule.LinearSchedule",
+        "pix2pix.training.schedule.StepSchedule",
+        "pix2pix.training.schedule.CosineSchedule",
         "mindspore.nn.Adam",
     }
 )
+# Classes that moved: run folders recorded before the move name them by their old path.
+MOVED_TARGETS = {
+    f"pix2pix.train.schedule.{name}": f"pix2pix.training.schedule.{name}"
+    for name in ("LinearSchedule", "StepSchedule", "CosineSchedule")
+}
 ALLOWED_RESOLVERS = frozenset({"add", "hydra", "now"})
 RESOLVER = re.compile(r"\$\{\s*([^${}:\s]+)\s*:")
 
@@ -70,10 +75,18 @@ def check_config(cfg: DictConfig, source: Path | str) -> None:
                 )
 
 
+def update_moved_targets(cfg: DictConfig) -> None:
+    """Point the `_target_`s of classes that moved (MOVED_TARGETS) at where they are now."""
+    for key, target in targets_in(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(target, str) and target in MOVED_TARGETS:
+            OmegaConf.update(cfg, key, MOVED_TARGETS[target], merge=False)
+
+
 def load_config(path: Path) -> DictConfig:
     """A config file from elsewhere, checked: only allow-listed targets (YAML itself builds no objects)."""
     cfg = OmegaConf.load(path)
     if not isinstance(cfg, DictConfig):
         raise Pix2PixError(f"{path}: not a config (a YAML mapping of keys); restore it from the run that wrote it")
+    update_moved_targets(cfg)
     check_config(cfg, path)
     return cfg

@@ -19,7 +19,7 @@ from pix2pix.runs import (
     uses_trained_run,
 )
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 DATA_TASKS = ("download", "inspect", "combine")  # no network involved: model settings are not checked
 TASKS = ("train", *TRAINED_RUN_TASKS, "benchmark", *DATA_TASKS)

@@ -6,7 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from pix2pix.config import VAL_MODES
+from pix2pix.config.checks import VAL_MODES
 from pix2pix.errors import Pix2PixError
 
 

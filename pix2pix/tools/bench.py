@@ -1,10 +1,10 @@
-"""python -m pix2pix.bench: our CPU training step, timed beside the PyTorch reference.
+"""python -m pix2pix.tools.bench: our CPU training step, timed beside the PyTorch reference.
 
-    python -m pix2pix.bench                                   # our step: ms/step, inference, peak memory
-    python -m pix2pix.bench --compare /path/to/torch/python   # and the reference (../shared/bench), alternately
-    python -m pix2pix.bench --variants fast,gemm,avx2 --batch 4  # the CPU fast path, its parts, off
-    python -m pix2pix.bench --profile 3                       # where our step goes, per oneDNN primitive
-    python -m pix2pix.bench model/generator=resnet_9blocks    # other networks (Hydra overrides; no --compare)
+    python -m pix2pix.tools.bench                                   # our step: ms/step, inference, peak memory
+    python -m pix2pix.tools.bench --compare /path/to/torch/python   # and the reference (../shared/bench), alternately
+    python -m pix2pix.tools.bench --variants fast,gemm,avx2 --batch 4  # the CPU fast path, its parts, off
+    python -m pix2pix.tools.bench --profile 3                       # where our step goes, per oneDNN primitive
+    python -m pix2pix.tools.bench model/generator=resnet_9blocks    # other networks (Hydra overrides; no --compare)
 
 Each measurement runs in its own process (clean peak memory, the fast path chosen at start-up),
 on synthetic inputs in [-1, 1] (no data loading, as the reference). A round runs every variant
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pix2pix.track.files import write_text
 
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bench_torch.py"
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "bench" / "bench_torch.py"
 # our step with PIX2PIX_CPU_FASTPATH: on (blocked + gemm convolutions), gemm only, off (the AVX2 cap)
 VARIANTS = {"fast": "1", "gemm": "gemm", "avx2": "0"}
 BUSY_PCT = 5.0
@@ -80,17 +80,17 @@ def measure_ours(
     """One process: build the configured networks and train step, time them, report JSON.
     profile_steps: then run that many steps with oneDNN's execution log on (stdout).
     overrides: Hydra overrides of the default config (other networks)."""
-    from pix2pix.runtime import describe_conv_kernels, describe_cpu_kernels, prepare_environment
+    from pix2pix.backend.runtime import describe_conv_kernels, describe_cpu_kernels, prepare_environment
 
     prepare_environment()
     import mindspore as ms
     import numpy as np
     from hydra import compose, initialize_config_dir
 
-    from pix2pix.config import CONF_DIR, register_resolvers
-    from pix2pix.runtime import seed_everything, setup_device
+    from pix2pix.backend.runtime import seed_everything, setup_device
+    from pix2pix.config.checks import CONF_DIR, register_resolvers
+    from pix2pix.infer.generate import generate
     from pix2pix.tasks.train import build_train_step
-    from pix2pix.train.validate import generate
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -185,7 +185,7 @@ def ours_env(variant: str) -> dict[str, str]:
 
 
 def run_ours(variant: str, args) -> dict:
-    command = [sys.executable, "-m", "pix2pix.bench", "--measure-ours", *ours_args(args)]
+    command = [sys.executable, "-m", "pix2pix.tools.bench", "--measure-ours", *ours_args(args)]
     done = subprocess.run(command, capture_output=True, text=True, env=ours_env(variant))
     return last_json(done, f"ours ({variant})")
 
@@ -198,7 +198,7 @@ def run_reference(args) -> dict:
 
 
 def profile_ours(variant: str, args) -> None:
-    command = [sys.executable, "-m", "pix2pix.bench", "--measure-ours", "--no-infer", f"--profile={args.profile}"]
+    command = [sys.executable, "-m", "pix2pix.tools.bench", "--measure-ours", "--no-infer", f"--profile={args.profile}"]
     done = subprocess.run([*command, *ours_args(args)], capture_output=True, text=True, env=ours_env(variant))
     result = last_json(done, f"ours ({variant})")
     print(f"ours ({variant}): {result['train']['median_ms']:.1f} ms/step; {result['cpu']}")
@@ -207,7 +207,7 @@ def profile_ours(variant: str, args) -> None:
 
 def check_our_overrides(args) -> None:
     """The overrides as launch.py checks them (one line naming the key and the fix), before any run."""
-    from pix2pix.config import check_overrides, register_resolvers
+    from pix2pix.config.checks import check_overrides, register_resolvers
     from pix2pix.errors import Pix2PixError
 
     register_resolvers()
@@ -261,7 +261,7 @@ def summary(name: str, runs: list[dict], batch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pix2pix.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pix2pix.tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--compare", metavar="PYTHON", help="an interpreter with torch: also run the reference")
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="bench_torch.py of the reference")
     parser.add_argument(

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pix2pix.config import PREDICT_FITS
+from pix2pix.config.checks import PREDICT_FITS
 from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key, to_array
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_note, read_image
 from pix2pix.errors import Pix2PixError

@@ -14,10 +14,10 @@
  *    weights, the convolution in proportion to weights x positions, so the U-Net's inner 512-channel
  *    layers (few positions, large weights) stay on gemm, as does a backward-data that writes fewer than
  *    BLOCKED_MIN_CHANNELS channels (padded to 16 in blocked layouts). Measured per layer on the full
- *    step with `python -m pix2pix.bench --profile 3 --variants fast,gemm`. PIX2PIX_CPU_FASTPATH=gemm keeps
+ *    step with `python -m pix2pix.tools.bench --profile 3 --variants fast,gemm`. PIX2PIX_CPU_FASTPATH=gemm keeps
  *    every convolution on gemm.
  *
- * Loaded before MindSpore (pix2pix/fastpath.py: RTLD_GLOBAL, so MindSpore's calls resolve here first);
+ * Loaded before MindSpore (pix2pix/backend/fastpath.py: RTLD_GLOBAL, so MindSpore's calls resolve here first);
  * oneDNN itself is found with dlopen(RTLD_NOLOAD) once MindSpore has loaded it. pix2pix_conv_impls(kind)
  * reports the implementations of the convolution primitives created so far (0 forward, 1 backward-data,
  * 2 backward-weights), so the framework can log what runs.

@@ -17,18 +17,18 @@ import numpy as np
 from mindspore import ops
 from tqdm import tqdm
 
+from pix2pix import checkpoint
+from pix2pix.backend.runtime import describe_conv_kernels
 from pix2pix.data.aligned import AlignedData
 from pix2pix.errors import Pix2PixError
-from pix2pix.evaluate.metrics import image_metrics
+from pix2pix.infer.generate import generate, mean_l1
 from pix2pix.parallel.collective import Ranks, StepAgreement, check_in_sync
-from pix2pix.runtime import describe_conv_kernels
+from pix2pix.scoring.metrics import image_metrics
 from pix2pix.track.files import write_text
 from pix2pix.track.samples import make_grid, save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
-from pix2pix.train import checkpoint
-from pix2pix.train.schedule import Schedule
-from pix2pix.train.step import Pix2PixTrainStep
-from pix2pix.train.validate import generate, mean_l1
+from pix2pix.training.schedule import Schedule
+from pix2pix.training.step import Pix2PixTrainStep
 
 log = logging.getLogger(__name__)
 
