@@ -1,5 +1,5 @@
-"""The one checkpoint format: G, D, both optimizers' states and the epoch, in one
-MindSpore .ckpt file written atomically (temporary file, fsync, rename) with a CRC.
+"""The one checkpoint format: G, D, both optimizers' states and where the run stood (ResumePoint, the
+meta keys), in one MindSpore .ckpt file written atomically (temporary file, fsync, rename) with a CRC.
 
 MindSpore is imported where tensors are read or written: `read_meta` reads a checkpoint's scalars
 without it, for the decisions made before Hydra starts (does a resume continue its run or fork it?).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,72 @@ if TYPE_CHECKING:
 
 OPTIMIZER_SLOTS = ("moment1", "moment2")
 OPTIMIZER_SCALARS = ("global_step", "learning_rate", "beta1_power", "beta2_power")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a checkpoint left a run (its meta keys): epochs completed, steps into the next, global step."""
+
+    epoch: int
+    step_in_epoch: int
+    global_step: int
+    val_L1_before: float
+    device_num: int = 1  # the ranks that trained it (steps per epoch depend on it)
+    batch_size: int | None = None  # None: a checkpoint written before these were recorded
+    train_files: str | None = None  # the training split's fingerprint (AlignedData.fingerprint)
+    seed: int = 0
+
+    def meta(self) -> dict[str, int | float | str]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_entries(cls, entries: dict) -> ResumePoint:
+        """From a loaded checkpoint (MindSpore parameters) or read_meta's plain values; absent keys take
+        the values of a checkpoint written before they were recorded."""
+
+        def number(key: str, default: float) -> float:
+            value = entries.get(key, default)
+            return float(value.asnumpy() if hasattr(value, "asnumpy") else value)
+
+        train_files = entries.get("train_files")
+        return cls(
+            epoch=int(number("epoch", 0)),
+            step_in_epoch=int(number("step_in_epoch", 0)),
+            global_step=int(number("global_step", 0)),
+            val_L1_before=number("val_L1_before", float("nan")),
+            device_num=int(number("device_num", 1)),
+            batch_size=int(number("batch_size", 0)) or None,
+            train_files=train_files if isinstance(train_files, str) else None,
+            seed=int(number("seed", 0)),
+        )
+
+
+def mid_epoch_change(resume: ResumePoint, device_num: int, batch_size: int, train_files: str) -> str | None:
+    """What differs from the run that wrote a mid-epoch checkpoint, in a way that changes the epoch's steps
+    or pairs (the rest of the epoch could not be replayed); None when nothing does."""
+    if resume.device_num != device_num:
+        return f"parallel.device_num={resume.device_num} then, {device_num} now"
+    if resume.batch_size is not None and resume.batch_size != batch_size:
+        return f"dataset.batch_size={resume.batch_size} then, {batch_size} now"
+    if resume.train_files is not None and resume.train_files != train_files:
+        return f"the training split's files differ (then {resume.train_files}, now {train_files})"
+    return None
+
+
+def check_mid_epoch_resume(resume: ResumePoint, device_num: int, batch_size: int, train_files: str) -> None:
+    """A checkpoint written mid-epoch continues exactly only with the device count, batch size and files
+    that wrote it: they decide the epoch's steps and the pairs of each. From the end of an epoch any is fine."""
+    if not resume.step_in_epoch:
+        return
+    change = mid_epoch_change(resume, device_num, batch_size, train_files)
+    if change:
+        epoch = resume.epoch + 1
+        raise Pix2PixError(
+            f"the checkpoint stopped at step {resume.step_in_epoch} of epoch {epoch}, and {change}, so the rest "
+            f"of that epoch cannot be replayed: resume with the settings and files it had, or add "
+            f"checkpoint.resume=next_epoch to go on at epoch {epoch + 1} (skipping the rest of epoch {epoch}), "
+            f"or resume from the end of epoch {resume.epoch} (checkpoints/epoch_{resume.epoch:03d}.ckpt, if kept)"
+        )
 
 
 def network_state(prefix: str, net: nn.Cell) -> dict[str, ms.Parameter]:
@@ -155,6 +222,13 @@ def restore_generator(generator: nn.Cell, path: Path) -> dict[str, int]:
         )
     restore(state, loaded, path)
     return {key: int(loaded[key].asnumpy()) for key in ("epoch", "global_step") if key in loaded}
+
+
+def restore_training(step: nn.Cell, path: Path) -> ResumePoint:
+    """Restore G, D and both optimizers of a Pix2PixTrainStep from `path`; where the run stood then."""
+    loaded = load(path)
+    restore(training_state(step), loaded, path)
+    return ResumePoint.from_entries(loaded)
 
 
 # The scalar entries of a checkpoint as MindSpore writes them: one protobuf `Checkpoint` message per

@@ -20,7 +20,8 @@ prepare_environment()  # before anything imports MindSpore
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from pix2pix.config.checks import CONF_DIR, register_resolvers  # noqa: E402
+from pix2pix.config.compose import CONF_DIR  # noqa: E402
+from pix2pix.config.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
 

@@ -6,7 +6,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pix2pix.config.checks import CONF_DIR, check_overrides, group_options
+from pix2pix.config.checks import check_overrides
+from pix2pix.config.compose import CONF_DIR, group_options
 from pix2pix.errors import Pix2PixError
 
 GROUPS = ["dataset", "device", "parallel", "model/generator", "model/discriminator", "schedule", "optimizer"]

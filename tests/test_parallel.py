@@ -18,6 +18,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pix2pix import checkpoint
+from pix2pix.checkpoint import ResumePoint, check_mid_epoch_resume
 from pix2pix.config.checks import validate
 from pix2pix.data.aligned import AlignedPairSource, EpochStream
 from pix2pix.errors import Pix2PixError
@@ -31,7 +32,6 @@ from pix2pix.parallel.launcher import (
     last_error_line,
     worker_env,
 )
-from pix2pix.training.loop import ResumePoint, check_mid_epoch_resume
 from tests.conftest import ROOT, TINY, run_launch
 
 # Without norm and dropout a sample's gradient does not depend on the rest of its batch: two ranks

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from pix2pix.config.checks import CONF_DIR
+from pix2pix.config.compose import CONF_DIR
 from pix2pix.config.targets import ALLOWED_TARGETS, targets_in
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (

@@ -55,7 +55,7 @@ def gpu_problem() -> str | None:
     if not cuda_home:
         return (
             "CUDA_HOME is not set (MindSpore 2.10 only tries its GPU plugin when CUDA_HOME points to a "
-            "CUDA 11.x toolkit whose bin/nvcc reports release 11.x); see README 'GPU'"
+            "CUDA 11.x toolkit whose bin/nvcc reports release 11.x); see docs/devices.md (GPU)"
         )
     release = _nvcc_release(cuda_home)
     if release is None:
@@ -67,7 +67,7 @@ def gpu_problem() -> str | None:
     if not device_context.gpu.is_available():
         return (
             "MindSpore's GPU plugin did not load (CUDA 11 libraries such as libcudnn.so.8 missing?); "
-            "install the nvidia-*-cu11 wheels listed in README 'GPU'"
+            "install the nvidia-*-cu11 wheels listed in docs/devices.md (GPU)"
         )
     try:
         count = device_context.gpu.device_count()

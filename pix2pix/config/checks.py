@@ -1,4 +1,5 @@
-"""Config helpers: OmegaConf resolvers, command-line checks and cross-key validation."""
+"""The checks made before anything heavy starts: the command line against the config, and the rules
+that span several keys (each written once, here)."""
 
 from __future__ import annotations
 
@@ -7,102 +8,74 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pix2pix.choices import CHOICES, DATA_TASKS, TASKS, check_choice
+from pix2pix.config.compose import CONF_DIR, compose, group_options
 from pix2pix.data.images import PILLOW_PIXEL_LIMIT
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
-    TRAINED_RUN_TASKS,
     check_not_busy,
-    hydra_record_dir,
     open_trained_run,
     owns_the_run,
-    task_output_dir,
     uses_trained_run,
 )
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-DATA_TASKS = ("download", "inspect", "combine")  # no network involved: model settings are not checked
-TASKS = ("train", *TRAINED_RUN_TASKS, "benchmark", *DATA_TASKS)
-VAL_MODES = ("paper", "deterministic")
-PREDICT_FITS = ("resize", "pad")
-EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
-# What a training run returns to a sweeper (metrics.json keys; L1 lower is better, PSNR and SSIM higher).
-OPTIMIZED_METRICS = ("val_L1", "val_psnr", "val_ssim")
-CHOICES = {
-    "val.mode": VAL_MODES,
-    "eval.mode": VAL_MODES,
-    "predict.fit": PREDICT_FITS,
-    "export.format": EXPORT_FORMATS,
-    "optimized_metric": OPTIMIZED_METRICS,
-    "checkpoint.resume": ("exact", "next_epoch"),
-}
-
-
-def register_resolvers() -> None:
-    """`${add:a,b}` sums numbers (D's input channels, epoch_num); `${task_dir:task,ckpt,default}`
-    puts eval/predict/export of a run into `<run>/<task>` (see pix2pix.runs.task_output_dir)."""
-    if not OmegaConf.has_resolver("add"):
-        OmegaConf.register_new_resolver("add", lambda *xs: sum(xs))
-    if not OmegaConf.has_resolver("task_dir"):
-        OmegaConf.register_new_resolver("task_dir", task_output_dir)
-    if not OmegaConf.has_resolver("record_dir"):
-        OmegaConf.register_new_resolver("record_dir", hydra_record_dir)
-
-
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
 def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     """Compose the config once with the command-line overrides, turning Hydra's
     multi-line composition errors into one Pix2PixError that names the key and the fix.
     Sweeps (`-m a=1,2`) are left to Hydra."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
-    choices = []  # the group selections, which set the defaults the values are checked against
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.lstrip("+~")
-        group = key.replace(".", "/")
-        if not sep or key.startswith("hydra") or not (conf_dir / group).is_dir():
-            continue
-        if "." in key:
-            raise Pix2PixError(f"{key}={value}: {key} is a config group; choose its option with {group}={value}")
-        options = group_options(group, conf_dir)
-        if value not in (*options, "null", "") and "," not in value:
-            raise Pix2PixError(f"{key}={value}: no such option; choose one of {', '.join(options)}")
-        choices.append(item)
+    choices = [item for item in overrides if check_group_choice(item, conf_dir)]
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-            check_value_types(cfg, compose(config_name="config", overrides=choices), overrides)
-            if uses_trained_run(cfg.task, cfg.ckpt):
-                run = open_trained_run(cfg, overrides)
-                if cfg.task == "train" and run.folder is not None and not run.forked and owns_the_run():
-                    check_not_busy(run.folder)
-                cfg = run.cfg
-            for group in ("dataset", "model", "optimizer", "schedule", "device", "parallel"):
-                OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)
+        cfg = compose(overrides, conf_dir)
+        check_value_types(cfg, compose(choices, conf_dir), overrides)
+        if uses_trained_run(cfg.task, cfg.ckpt):
+            run = open_trained_run(cfg, overrides)
+            if cfg.task == "train" and run.folder is not None and not run.forked and owns_the_run():
+                check_not_busy(run.folder)
+            cfg = run.cfg
+        for group in ("dataset", "model", "optimizer", "schedule", "device", "parallel"):
+            OmegaConf.to_container(cfg[group], resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:
         raise Pix2PixError(f"{err.full_key} must be set: add {err.full_key}=VALUE to the command line") from None
-    except (HydraException, OmegaConfBaseException) as err:
+    except MissingConfigException as err:
         first = str(err).strip().splitlines()[0]
-        if "hydra/sweeper" in str(err) or "hydra/launcher" in str(err):
+        if (err.missing_cfg_file or "").startswith(("hydra/sweeper", "hydra/launcher")):
             raise Pix2PixError(
                 f"{first}; the Optuna sweeper and the joblib launcher come with the sweep extra: "
                 "pip install -e '.[sweep]'"
             ) from None
-        if "not in struct" in str(err) or "Could not override" in str(err):
-            key = next((o.partition("=")[0] for o in overrides if o.partition("=")[0] in first), None)
-            hint = f"'{key}' is not a config key" if key else first
-            raise Pix2PixError(
-                f"{hint}; check its spelling (python launch.py --cfg job lists every key), "
-                "or prefix it with + to add a new key"
-            ) from None
         raise Pix2PixError(f"bad command line: {first}") from None
+    except ConfigCompositionException as err:
+        if isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)):  # an override of no such key
+            raise Pix2PixError(
+                f"'{err.__cause__.full_key}' is not a config key; check its spelling (python launch.py --cfg job "
+                "lists every key), or prefix it with + to add a new key"
+            ) from None
+        raise Pix2PixError(f"bad command line: {str(err).strip().splitlines()[0]}") from None
+    except (HydraException, OmegaConfBaseException) as err:
+        raise Pix2PixError(f"bad command line: {str(err).strip().splitlines()[0]}") from None
     validate(cfg)
+
+
+def check_group_choice(item: str, conf_dir: Path) -> bool:
+    """Whether `item` chooses a config group's option (`dataset=facades`); one line when the option does not
+    exist (a sweep's `a,b` is left to Hydra)."""
+    key, sep, value = item.partition("=")
+    key = key.lstrip("+~")
+    group = key.replace(".", "/")
+    if not sep or key.startswith("hydra") or not (conf_dir / group).is_dir():
+        return False
+    if "." in key:
+        raise Pix2PixError(f"{key}={value}: {key} is a config group; choose its option with {group}={value}")
+    options = group_options(group, conf_dir)
+    if value not in (*options, "null", "") and "," not in value:
+        if key == "task":
+            raise Pix2PixError(f"task={value}: no such task; use one of {', '.join(TASKS)}")
+        raise Pix2PixError(f"{key}={value}: no such option; choose one of {', '.join(options)}")
+    return True
 
 
 EXPECTED = {bool: "true or false", int: "an integer", float: "a number"}
@@ -152,9 +125,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.task not in TASKS:
         raise Pix2PixError(f"task={cfg.task}: no such task; use one of {', '.join(TASKS)}")
     for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise Pix2PixError(f"{key}={value}: use one of {', '.join(allowed)}")
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None or key == "optimized_metric":  # a task's block is there only for that task
+            check_choice(key, value, allowed)
     if cfg.task in ("train", "benchmark"):
         validate_parallel(cfg.parallel)
     if cfg.model.get("norm") == "sync_batch":
@@ -167,7 +140,7 @@ def validate(cfg: DictConfig) -> None:
         raise Pix2PixError(
             f"data.max_pixels={max_pixels}: use 1 to {PILLOW_PIXEL_LIMIT} (Pillow refuses larger images itself)"
         )
-    keep_last = cfg.checkpoint.get("keep_last")
+    keep_last = OmegaConf.select(cfg, "checkpoint.keep_last", default=None)
     if keep_last is not None and keep_last < 1:
         raise Pix2PixError(f"checkpoint.keep_last={keep_last}: use 1 or more, or null to keep every epoch_NNN.ckpt")
     if cfg.task in DATA_TASKS:

@@ -15,7 +15,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from pix2pix.config.checks import EXPORT_FORMATS
+from pix2pix.choices import EXPORT_FORMATS
 from pix2pix.errors import Pix2PixError
 from pix2pix.track.files import write_failed
 

@@ -6,8 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from pix2pix.config.checks import VAL_MODES
-from pix2pix.errors import Pix2PixError
+from pix2pix.choices import VAL_MODES, check_choice
 
 
 def _running_stats(net: nn.Cell) -> list[tuple[ms.Parameter, np.ndarray]]:
@@ -28,8 +27,7 @@ def generate(generator: nn.Cell, inputs: np.ndarray, mode: str = "paper", batch_
     Runs `batch_size` images at a time (faster per image on the CPU; each image's output
     is its own, up to float rounding).
     """
-    if mode not in VAL_MODES:
-        raise Pix2PixError(f"mode={mode!r}: use paper or deterministic (val.mode, eval.mode)")
+    check_choice("mode", mode, VAL_MODES)
     step = 1 if mode == "paper" else max(1, batch_size)
     was_training = generator.training
     saved = _running_stats(generator) if mode == "paper" else []
@@ -41,8 +39,3 @@ def generate(generator: nn.Cell, inputs: np.ndarray, mode: str = "paper", batch_
             param.set_data(ms.Tensor(value))
         generator.set_train(was_training)
     return np.concatenate(outputs)
-
-
-def mean_l1(generated: np.ndarray, targets: np.ndarray) -> float:
-    """Mean absolute error in the [-1, 1] value range (the L1 term of the G loss)."""
-    return float(np.abs(generated - targets).mean())

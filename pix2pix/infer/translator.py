@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from mindspore import nn
 from PIL import Image
 
-from pix2pix.config.checks import PREDICT_FITS
+from pix2pix.choices import PREDICT_FITS, VAL_MODES, check_choice
 from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key, to_array
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_note, read_image
 from pix2pix.errors import Pix2PixError
+from pix2pix.infer.generate import generate
 from pix2pix.track.files import real, result_names, save_image
 from pix2pix.track.samples import to_uint8
 
@@ -38,8 +40,6 @@ class Prepared:
 
 
 def prepare_image(img: Image.Image, input_nc: int, crop_size: int, multiple: int, fit: str) -> Prepared:
-    if fit not in PREDICT_FITS:
-        raise Pix2PixError(f"predict.fit={fit!r}: use resize or pad")
     if "A" in img.getbands():
         alpha = img.getchannel("A")
     elif "transparency" in img.info:  # a palette or tRNS transparency
@@ -147,3 +147,39 @@ def translate_files(
         save_image(output, translate(decoded.image), format="PNG")
         written += 1
     return written, problems
+
+
+class Translator:
+    """A trained generator with the settings to apply it to whole images of any size."""
+
+    def __init__(self, generator: nn.Cell, input_nc: int, crop_size: int, mode: str = "paper", fit: str = "resize"):
+        check_choice("mode", mode, VAL_MODES)
+        check_choice("fit", fit, PREDICT_FITS)
+        self.generator = generator
+        self.input_nc = input_nc
+        self.crop_size = crop_size
+        self.mode = mode
+        self.fit = fit
+
+    def generate(self, batch: np.ndarray) -> np.ndarray:
+        """The network itself: float32 NCHW in [-1, 1] -> NCHW in [-1, 1]; deterministic mode runs
+        the whole batch at once, paper mode one image at a time (its batch statistics are per image)."""
+        return generate(self.generator, np.ascontiguousarray(batch, dtype=np.float32), self.mode, len(batch))
+
+    def translate_image(self, img: Image.Image) -> Image.Image:
+        multiple = getattr(self.generator, "input_multiple", 1)
+        prepared = prepare_image(img, self.input_nc, self.crop_size, multiple, self.fit)
+        output = self.generate(prepared.array[None])[0]
+        return restore_image(output, prepared, self.fit)
+
+    def __call__(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+        """PIL image -> PIL image; uint8 HxW / HxWxC array -> uint8 array; the original size either way."""
+        if isinstance(image, Image.Image):
+            return self.translate_image(image)
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3):
+            raise ValueError(
+                f"expected a uint8 HxW or HxWxC image array, got {array.dtype} of shape {array.shape}; "
+                "use generate() for float NCHW batches"
+            )
+        return np.asarray(self.translate_image(Image.fromarray(array)))

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 from omegaconf import DictConfig
 
-from pix2pix.errors import Pix2PixError
+from pix2pix.errors import Interrupted, Pix2PixError
 from pix2pix.parallel.env import WORKER_ROLE
 from pix2pix.parallel.lifeline import LAUNCHER_PID
 
@@ -302,8 +302,6 @@ class MsrunJob:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
         if self.stop_signal is not None:
-            from pix2pix.training.loop import Interrupted
-
             last = layout.run_dir / "checkpoints" / "last.ckpt"
             written = last.is_file() and last.stat().st_mtime >= self.started
             raise Interrupted(self.stop_signal, last if written else None)

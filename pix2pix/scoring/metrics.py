@@ -71,3 +71,8 @@ def ssim(generated: np.ndarray, target: np.ndarray) -> float:
 
 def image_metrics(generated: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return {"l1": l1(generated, target), "psnr": psnr(generated, target), "ssim": ssim(generated, target)}
+
+
+def mean_l1(generated: np.ndarray, targets: np.ndarray) -> float:
+    """Mean absolute error in the [-1, 1] value range (the L1 term of the G loss)."""
+    return float(np.abs(generated - targets).mean())

@@ -30,7 +30,7 @@ from pix2pix.data.aligned import AlignedData
 from pix2pix.data.synthetic import SyntheticData
 from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import count_params
-from pix2pix.tasks import build_dataset
+from pix2pix.tasks.common import build_dataset
 from pix2pix.tasks.train import build_train_step
 from pix2pix.track.files import write_text
 
@@ -123,13 +123,18 @@ def time_steps(step, data: AlignedData, total: int) -> list[float]:
     step.set_train(True)
     for real_A, real_B in batches:
         start = time.perf_counter()
-        losses = [float(x) for x in step(real_A, real_B)]  # float() waits for the device
+        losses = step.losses(real_A, real_B)
         times.append(time.perf_counter() - start)
         if not all(math.isfinite(x) for x in losses):
             raise Pix2PixError(f"benchmark step {len(times)}: a loss is not finite ({losses})")
         if len(times) == total:
             break
     return times
+
+
+def run(cfg: DictConfig) -> float:
+    """task=benchmark; the median ms/step, what a sweep over settings minimises."""
+    return benchmark(cfg)["ms_per_step"]["median"]
 
 
 def benchmark(cfg: DictConfig) -> dict:

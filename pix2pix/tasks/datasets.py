@@ -11,12 +11,12 @@ from omegaconf import DictConfig
 from pix2pix.data.combine import combine_folders
 from pix2pix.data.inspect import dataset_splits, inspect_split, preview
 from pix2pix.errors import Pix2PixError
-from pix2pix.tasks import build_dataset
+from pix2pix.tasks.common import build_dataset
 
 log = logging.getLogger(__name__)
 
 
-def download(cfg: DictConfig) -> Path:
+def download(cfg: DictConfig) -> None:
     """Fetch, verify and extract `dataset=NAME` into dataset.root."""
     data = build_dataset(cfg)
     root = data.fetch(progress_bar=cfg.logging.progress_bar and sys.stderr.isatty())
@@ -24,10 +24,9 @@ def download(cfg: DictConfig) -> Path:
         f"{name} ({sum(1 for p in folder.iterdir() if p.is_file())})" for name, folder in dataset_splits(root)
     )
     log.info("dataset=%s is ready in %s: %s", data.name, root, splits)
-    return root
 
 
-def inspect(cfg: DictConfig) -> dict:
+def inspect(cfg: DictConfig) -> None:
     """Report every split of dataset.root and write a preview of a few training pairs."""
     data = build_dataset(cfg)
     data.ensure_present()
@@ -50,11 +49,10 @@ def inspect(cfg: DictConfig) -> dict:
     log.info(
         "preview of %s (direction=%s: G input on the left, target on the right): %s", first.name, data.direction, path
     )
-    problems = sum(len(r.corrupt) + len(r.odd) for r in reports)
-    return {"splits": {r.name: len(r.good) for r in reports}, "problems": problems, "preview": str(path)}
 
 
-def combine(cfg: DictConfig) -> int:
+def combine(cfg: DictConfig) -> None:
+    """Join A_DIR/x and B_DIR/x into OUTPUT/x (A | B), split folders kept."""
     missing = [key for key in ("a", "b", "output") if not cfg.combine[key]]
     if missing:
         raise Pix2PixError(
@@ -63,4 +61,3 @@ def combine(cfg: DictConfig) -> int:
     a, b, output = (Path(cfg.combine[k]).expanduser().absolute() for k in ("a", "b", "output"))
     count = combine_folders(a, b, output, cfg.data.max_pixels)
     log.info("wrote %d aligned A|B pairs to %s (A: %s on the left, B: %s on the right)", count, output, a, b)
-    return count

@@ -15,17 +15,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pix2pix.api import build_generator
-from pix2pix.backend.runtime import seed_everything, setup_device
 from pix2pix.data.aligned import open_pair, split_pair, transform
 from pix2pix.infer.generate import generate
+from pix2pix.infer.restore import start_generator
 from pix2pix.runs import TrainedRun
 from pix2pix.scoring.gallery import write_gallery
 from pix2pix.scoring.metrics import image_metrics
-from pix2pix.tasks import build_dataset
+from pix2pix.tasks.common import build_dataset, trained_run
 from pix2pix.track.files import result_names, write_text
 from pix2pix.track.samples import save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
@@ -44,14 +43,17 @@ def metrics_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+def run(cfg: DictConfig) -> float:
+    """task=eval; the mean L1, what a sweep over checkpoints or settings optimises."""
+    return evaluate(trained_run(cfg))["l1"]
+
+
 def evaluate(run: TrainedRun) -> dict:
     cfg = run.cfg
-    device = setup_device(**cfg.device)
-    seed_everything(cfg.seed)
     data = build_dataset(cfg)
     split = data.split_folder(cfg.eval.split).name
     files = data.split_files(cfg.eval.split)[: cfg.eval.num_images]
-    generator, meta = build_generator(cfg, run.checkpoint)
+    generator, meta, device = start_generator(cfg.model.generator, run.checkpoint, cfg.device, cfg.seed)
     out = Path(cfg.paths.output_dir) / split
     log.info(
         "evaluating %s (epoch %s) on %d %s/%s images, %s mode, device %s -> %s",

@@ -7,12 +7,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
-from pix2pix.api import build_generator
-from pix2pix.backend.runtime import seed_everything, setup_device
+from pix2pix.backend.runtime import resolve_device
 from pix2pix.errors import Pix2PixError
 from pix2pix.infer.formats import export_generator, verify_export
+from pix2pix.infer.restore import start_generator
 from pix2pix.runs import TrainedRun
+from pix2pix.tasks.common import trained_run
 from pix2pix.track.files import write_text
 
 log = logging.getLogger(__name__)
@@ -20,17 +22,20 @@ log = logging.getLogger(__name__)
 VERIFY_BATCH = 2  # checks the dynamic batch dimension too
 
 
+def run(cfg: DictConfig) -> None:
+    export(trained_run(cfg))
+
+
 def export(run: TrainedRun) -> dict:
     cfg = run.cfg
     fmt = cfg.export.format
-    device = setup_device(**cfg.device)
+    device = resolve_device(cfg.device.target)
     if fmt == "AIR" and device != "ascend":
         raise Pix2PixError(
             f"export.format=AIR needs the Ascend backend (CANN), and this run is on {device}; "
             "export MINDIR or ONNX here, or run with device=ascend on an Ascend machine"
         )
-    seed_everything(cfg.seed)
-    generator, meta = build_generator(cfg, run.checkpoint)
+    generator, meta, _ = start_generator(cfg.model.generator, run.checkpoint, cfg.device, cfg.seed)
     shape = (cfg.model.input_nc, cfg.dataset.crop_size, cfg.dataset.crop_size)
     path = export_generator(generator, fmt, Path(cfg.paths.output_dir) / cfg.export.file_name, shape)
     batch = np.random.default_rng(cfg.seed).uniform(-1, 1, (VERIFY_BATCH, *shape)).astype(np.float32)

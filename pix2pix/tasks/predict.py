@@ -7,15 +7,20 @@ import sys
 import time
 from pathlib import Path
 
+from omegaconf import DictConfig
 from tqdm import tqdm
 
-from pix2pix.api import Translator, build_generator
-from pix2pix.backend.runtime import seed_everything, setup_device
 from pix2pix.errors import Pix2PixError
-from pix2pix.infer.translator import image_files, output_paths, translate_files
+from pix2pix.infer.restore import start_generator
+from pix2pix.infer.translator import Translator, image_files, output_paths, translate_files
 from pix2pix.runs import TrainedRun
+from pix2pix.tasks.common import trained_run
 
 log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> None:
+    predict(trained_run(cfg))
 
 
 def predict(run: TrainedRun) -> dict:
@@ -26,9 +31,7 @@ def predict(run: TrainedRun) -> dict:
     output = Path(cfg.predict.output).expanduser().absolute()
     files = image_files(source, exclude=output)
     outputs = output_paths(files, source, output)
-    device = setup_device(**cfg.device)
-    seed_everything(cfg.seed)
-    generator, meta = build_generator(cfg, run.checkpoint)
+    generator, meta, device = start_generator(cfg.model.generator, run.checkpoint, cfg.device, cfg.seed)
     translator = Translator(
         generator, cfg.model.input_nc, cfg.dataset.crop_size, mode=cfg.predict.mode, fit=cfg.predict.fit
     )

@@ -1,7 +1,8 @@
-"""task=train: build everything from the config and fit."""
+"""task=train: build everything from the config and fit; with ckpt=, resume (or fork) a run."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -11,18 +12,56 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pix2pix import checkpoint
 from pix2pix.backend.runtime import describe_cpu_kernels, device_count, resolve_device, seed_everything, setup_device
-from pix2pix.errors import Pix2PixError
+from pix2pix.errors import Interrupted, Pix2PixError
 from pix2pix.models.layers import count_params
 from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
-from pix2pix.parallel.env import local_index
-from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun
-from pix2pix.tasks import build_dataset
+from pix2pix.parallel.env import launcher, local_index
+from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun, lock_run, owns_the_run
+from pix2pix.tasks.common import build_dataset, command_line_overrides, trained_run
 from pix2pix.track.files import write_text
 from pix2pix.track.tensorboard import RunWriter
-from pix2pix.training.loop import Faults, ResumePoint, Trainer, TrainerSettings
+from pix2pix.training.hooks import Checkpoints, Faults, TensorBoard
+from pix2pix.training.loop import Trainer
 from pix2pix.training.step import Pix2PixTrainStep
 
 log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """task=train; with ckpt=, the run continues (the run's config, overrides that keep its networks), in
+    its own folder, or in a new one when the checkpoint is older than the run's last.ckpt (a fork).
+    With parallel.device_num > 1, this process starts the workers through msrun (unless it is one)."""
+    resume_from, forked = None, False
+    overrides = command_line_overrides()
+    if cfg.ckpt:
+        kept = [o for o in overrides if not o.startswith(("ckpt=", "task="))]
+        resumed = trained_run(cfg, kept)
+        cfg, resume_from = resumed.cfg, resumed.checkpoint
+        if resumed.forked:
+            cfg, forked = record_fork(resumed, write=owns_the_run()), True
+        if kept:
+            log.info("resuming with these overrides on the run's config: %s", " ".join(kept))
+    lock = lock_run(Path(cfg.paths.output_dir)) if owns_the_run() else None
+    try:
+        if cfg.parallel.device_num > 1 and launcher() is None:
+            metrics = train_on_workers(cfg, overrides)
+        else:
+            metrics = train(cfg, resume_from, forked)
+        return metrics.get(cfg.optimized_metric)
+    except KeyboardInterrupt:
+        log.warning("stopped at once by a second signal; the newest complete checkpoint is intact")
+        sys.exit(130)
+    except Interrupted as stop:
+        path = stop.checkpoint_path
+        if path is None:
+            log.warning("stopped by %s before this launch wrote a checkpoint; the newest complete one is intact", stop)
+        else:
+            run_dir = path.parent.parent
+            log.warning("stopped by %s; %s is written; resume with: python launch.py ckpt=%s", stop, path, run_dir)
+        sys.exit(128 + stop.signum)
+    finally:
+        if lock:
+            lock.release()
 
 
 def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrainStep:
@@ -53,34 +92,6 @@ def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrai
     )
 
 
-def resume_point(step: Pix2PixTrainStep, path: Path) -> ResumePoint:
-    """Restore G, D and both optimizers from `path`; where the run stood when it was written."""
-    loaded = checkpoint.load(path)
-    checkpoint.restore(checkpoint.training_state(step), loaded, path)
-
-    def meta(key: str, default: float) -> float:
-        return float(loaded[key].asnumpy()) if key in loaded else default
-
-    batch_size = int(meta("batch_size", 0)) or None
-    point = ResumePoint(
-        epoch=int(meta("epoch", 0)),
-        step_in_epoch=int(meta("step_in_epoch", 0)),
-        global_step=int(meta("global_step", 0)),
-        val_L1_before=meta("val_L1_before", float("nan")),
-        device_num=int(meta("device_num", 1)),
-        batch_size=batch_size,
-        train_files=loaded.get("train_files") if isinstance(loaded.get("train_files"), str) else None,
-    )
-    log.info(
-        "resuming from %s: %d epochs and %d steps done (global step %d)",
-        path,
-        point.epoch,
-        point.step_in_epoch,
-        point.global_step,
-    )
-    return point
-
-
 def check_sync_bn(par: DictConfig, device: str) -> None:
     if par.sync_bn and device == "cpu":
         raise Pix2PixError(
@@ -106,41 +117,50 @@ def setup_ranks(cfg: DictConfig) -> Ranks:
 
 def train(cfg: DictConfig, resume_from: Path | None = None, forked: bool = False) -> dict[str, float]:
     """Train as `cfg` says; with `resume_from`, continue that checkpoint's run in `cfg`'s run folder (a new
-    one when `forked`).
-    In a data-parallel job every rank runs this; rank 0 writes the run."""
+    one when `forked`). In a data-parallel job every rank runs this; rank 0 writes the run."""
     run_dir = Path(cfg.paths.output_dir)
     ranks = setup_ranks(cfg)
     seed_everything(cfg.seed + ranks.rank)  # per-rank dropout and jitter streams; weights come from rank 0
-
     data = build_dataset(cfg)
     data.prepare()
     step = build_train_step(cfg, ranks)
-    resume = resume_point(step, resume_from) if resume_from else None
+    resume = checkpoint.restore_training(step, resume_from) if resume_from else None
+    if resume:
+        log.info(
+            "resuming from %s: %d epochs and %d steps done (global step %d)",
+            *(resume_from, resume.epoch, resume.step_in_epoch, resume.global_step),
+        )
     if ranks.distributed:
         broadcast_parameters(step.G, step.D)
-    if ranks.writes:
-        for stale in checkpoint.partial_files(run_dir / "checkpoints"):
-            stale.unlink()  # a write cut short by a kill; the checkpoint it would have replaced is intact
-            log.info("removed %s, left by an interrupted checkpoint write", stale.name)
     purge_step = resume.global_step + 1 if resume else None
     writer = RunWriter(run_dir / "tensorboard", purge_step=purge_step, enabled=ranks.writes)
     if resume is None or forked:  # a new run folder: its TensorBoard gets the config
         writer.config(cfg)
-    settings = TrainerSettings(
-        run_dir=run_dir,
+    faults = Faults(**cfg.fault) if "fault" in cfg else None  # debug=faults: the tests' fault injection
+    checkpoints = Checkpoints(
+        run_dir,
+        every=cfg.checkpoint.every,
+        keep_last=cfg.checkpoint.get("keep_last"),  # a run recorded before keep_last and resume existed
+        seed=cfg.seed,
+        before_rename=faults.checkpoint_writes() if faults else None,
+    )
+    trainer = Trainer(
+        step,
+        data,
+        instantiate(cfg.schedule),
+        checkpoints,
         base_lr=cfg.optimizer.learning_rate,
-        checkpoint_every=cfg.checkpoint.every,
-        keep_last=cfg.checkpoint.get("keep_last"),
-        resume_mode=cfg.checkpoint.get("resume", "exact"),
-        faults=Faults(**cfg.fault),
+        hooks=[TensorBoard(writer, run_dir, cfg.val.mode), *([faults] if faults else [])],
+        ranks=ranks,
         val_mode=cfg.val.mode,
         val_num_images=cfg.val.num_images,
+        resume_mode=cfg.checkpoint.get("resume", "exact"),
         progress_bar=cfg.logging.progress_bar,
-        seed=cfg.seed,
-        ranks=ranks,
     )
     try:
-        metrics = Trainer(step, data, instantiate(cfg.schedule), writer, settings).fit(resume)
+        metrics = trainer.fit(resume)
+        if ranks.writes:
+            write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         names = ("val_L1", "val_L1_before", "val_psnr", "val_ssim")
         writer.hparams(cfg, {f"hparams/{name}": metrics[name] for name in names})
     finally:
@@ -188,7 +208,7 @@ def train_on_workers(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     """A data-parallel job started from this process: the device and the data are checked (the data
     downloaded or generated) once here, then msrun starts the workers, each `launch.py` with the same
     overrides."""
-    from pix2pix.parallel.launcher import launch_workers
+    from pix2pix.parallel.launcher import launch_workers  # psutil and the msrun plumbing: only here
 
     par = cfg.parallel
     device = resolve_device(cfg.device.target)

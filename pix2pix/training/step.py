@@ -9,6 +9,8 @@ from mindspore import nn, ops
 
 from pix2pix.models.losses import GANLoss
 
+LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_GAN", "loss_G_L1")
+
 
 class Pix2PixTrainStep(nn.Cell):
     """One batch, as in the paper and pytorch-CycleGAN-and-pix2pix:
@@ -80,3 +82,7 @@ class Pix2PixTrainStep(nn.Cell):
             grads_G = self.mean_grads_G(grads_G)
         self.optimizer_G(grads_G)
         return loss_D_real, loss_D_fake, loss_G_GAN, loss_G_L1
+
+    def losses(self, real_A: ms.Tensor, real_B: ms.Tensor) -> list[float]:
+        """One step, waited for (float() reads each loss back from the device), as LOSS_NAMES."""
+        return [float(loss) for loss in self(real_A, real_B)]

@@ -1,0 +1,32 @@
+"""Every enumeration a config key or an API argument chooses from, in one place (no MindSpore here)."""
+
+from __future__ import annotations
+
+from pix2pix.errors import Pix2PixError
+
+TRAINED_RUN_TASKS = ("eval", "predict", "export")  # work from a trained run (ckpt=)
+DATA_TASKS = ("download", "inspect", "combine")  # no network involved: model settings are not checked
+TASKS = ("train", *TRAINED_RUN_TASKS, "benchmark", *DATA_TASKS)
+VAL_MODES = ("paper", "deterministic")
+PREDICT_FITS = ("resize", "pad")
+EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
+RESUME_MODES = ("exact", "next_epoch")
+# What a training run returns to a sweeper (metrics.json keys; L1 lower is better, PSNR and SSIM higher).
+OPTIMIZED_METRICS = ("val_L1", "val_psnr", "val_ssim")
+
+# The config keys that take one of these, checked by pix2pix.config.checks.validate where present.
+CHOICES = {
+    "val.mode": VAL_MODES,
+    "eval.mode": VAL_MODES,
+    "predict.mode": VAL_MODES,
+    "predict.fit": PREDICT_FITS,
+    "export.format": EXPORT_FORMATS,
+    "optimized_metric": OPTIMIZED_METRICS,
+    "checkpoint.resume": RESUME_MODES,
+}
+
+
+def check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
+    """One line naming the key and its choices when `value` is not one of them."""
+    if value not in allowed:
+        raise Pix2PixError(f"{key}={value}: use one of {', '.join(allowed)}")

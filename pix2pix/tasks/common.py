@@ -1,0 +1,27 @@
+"""What several tasks read from the config the same way."""
+
+from __future__ import annotations
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from pix2pix.config.checks import validate
+from pix2pix.data.aligned import AlignedData
+from pix2pix.runs import TrainedRun, open_trained_run
+
+
+def build_dataset(cfg: DictConfig) -> AlignedData:
+    """The `dataset` group's AlignedData, with the image-size guard of `data.max_pixels`."""
+    return instantiate(cfg.dataset, max_pixels=cfg.data.max_pixels)
+
+
+def command_line_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def trained_run(cfg: DictConfig, overrides: list[str] | None = None) -> TrainedRun:
+    """The run (or checkpoint file) `ckpt=` names, with the config it trained with under this command's keys."""
+    run = open_trained_run(cfg, command_line_overrides() if overrides is None else overrides)
+    validate(run.cfg)
+    return run
