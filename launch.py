@@ -11,9 +11,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pix2pix.config.resolvers import register_resolvers
+from pix2pix.config import register
 
-register_resolvers()  # Hydra resolves the run folder's name with them, in this process and in a launcher's
+register()  # resolvers and schemas: Hydra composes with them, in this process and in a launcher's workers
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

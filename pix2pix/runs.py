@@ -14,10 +14,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pix2pix.checkpoint import read_meta
-from pix2pix.config.targets import load_config
 from pix2pix.errors import Pix2PixError
 from pix2pix.parallel.env import env_rank, launcher
 from pix2pix.parallel.lifeline import LAUNCHER_PID
+from pix2pix.targets import load_config
 from pix2pix.track.locks import FileLock
 
 TRAINED_RUN_TASKS = ("eval", "predict", "export")
@@ -117,7 +117,7 @@ def hydra_record_dir(task: str, ckpt: str | None) -> str:
 
 
 def load_recorded(folder: Path) -> DictConfig:
-    """A run's recorded config, checked (pix2pix.config.targets: only allow-listed targets and resolvers)."""
+    """A run's recorded config, checked (pix2pix.targets: only allow-listed targets and resolvers)."""
     path = folder / RECORDED_CONFIG
     try:
         return load_config(path)

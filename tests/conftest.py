@@ -20,15 +20,15 @@ prepare_environment()  # before anything imports MindSpore
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
+from pix2pix.config import register  # noqa: E402
 from pix2pix.config.compose import CONF_DIR  # noqa: E402
-from pix2pix.config.resolvers import register_resolvers  # noqa: E402
 
-register_resolvers()
+register()
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # A run small enough for CI: synthetic 64x64 pairs, a 6-level U-Net with ngf 8, 2 epochs.
-TINY = [
+TINY_SETUP = [
     "device=cpu",
     "dataset=synthetic",
     "dataset.image_size=64",
@@ -42,9 +42,10 @@ TINY = [
     "model.discriminator.ndf=8",
     "schedule.n_epochs=1",
     "schedule.n_epochs_decay=1",
-    "checkpoint.every=1",
     "logging.progress_bar=false",
 ]
+# The same for a training run, which also keeps every epoch's checkpoint (checkpoint.* is task=train's).
+TINY = [*TINY_SETUP, "checkpoint.every=1"]
 
 
 def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:

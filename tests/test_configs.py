@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from pix2pix.config.checks import check_overrides
 from pix2pix.config.compose import CONF_DIR, group_options
 from pix2pix.errors import Pix2PixError
+from pix2pix.tools.report import published_figures
 
 GROUPS = ["dataset", "device", "parallel", "model/generator", "model/discriminator", "schedule", "optimizer"]
 
@@ -134,6 +135,13 @@ def test_objects_come_from_targets(compose_cfg):
         (["parallel=8pcs", "parallel.nodes=2"], "parallel.nodes=2: set parallel.master_port"),
         (["optimized_metric=loss"], "optimized_metric=loss: use one of val_L1, val_psnr, val_ssim"),
         (["hydra/launcher=joblb"], "come with the sweep extra: pip install -e '.[sweep]'"),
+        # typed by the schemas (pix2pix/config/schema.py), refused by Hydra while composing
+        (["task=eval", "eval.num_images=all"], "eval.num_images must be an integer or null (default null)"),
+        (["parallel.master_port=abc"], "parallel.master_port must be an integer or null"),
+        # a key another option brings
+        (["task=predict", "eval.mode=deterministic"], "eval.mode: a key of task=eval only, and this command line"),
+        (["fault.kill_at_step=3"], "the fault.* keys (the tests' fault injection) come with debug=faults"),
+        (["task=evaluate"], "task=evaluate: no such task; use one of train, eval, predict, export, benchmark"),
     ],
 )
 def test_bad_command_lines_get_one_line(overrides, expected):
@@ -141,6 +149,22 @@ def test_bad_command_lines_get_one_line(overrides, expected):
         check_overrides(overrides, CONF_DIR)
     message = str(err.value)
     assert expected in message and "\n" not in message
+
+
+def test_every_task_is_an_option_and_a_function(compose_cfg):
+    from pix2pix.choices import TASKS
+    from pix2pix.tasks import REGISTRY
+
+    assert tuple(REGISTRY) == TASKS and set(group_options("task")) == set(TASKS)
+    for task in TASKS:
+        assert compose_cfg(f"task={task}").task == task
+
+
+def test_each_task_brings_its_own_keys(compose_cfg):
+    assert {"checkpoint", "val"} <= set(compose_cfg()) and "eval" not in compose_cfg()
+    assert "eval" in compose_cfg("task=eval") and "checkpoint" not in compose_cfg("task=eval")
+    assert compose_cfg("task=predict").predict.mode == "paper" and "fault" not in compose_cfg()
+    assert compose_cfg("debug=faults").fault.kill_at_step is None
 
 
 def test_good_command_line_passes():
@@ -156,9 +180,9 @@ PUBLISHED_KEYS = {"table", "column", "dataset", "resource", "mindspore_version",
 def test_every_experiment_is_a_modelzoo_row(compose_cfg, experiment):
     cfg = compose_cfg(f"experiment={experiment}")
     dataset, backend, devices = experiment.split("_")
-    pub = cfg.published
-    assert PUBLISHED_KEYS <= set(pub) and pub.dataset == dataset == cfg.dataset.name
-    assert cfg.device.target == backend and cfg.parallel.device_num == pub.devices == int(devices[0])
+    pub = published_figures()[experiment]
+    assert PUBLISHED_KEYS <= set(pub) and pub["dataset"] == dataset == cfg.dataset.name
+    assert cfg.device.target == backend and cfg.parallel.device_num == pub["devices"] == int(devices[0])
     assert cfg.schedule.epoch_num == 200 and cfg.dataset.batch_size == 1 and cfg.optimizer.learning_rate == 2e-4
     assert cfg.model.pad_mode == ("REFLECT" if backend == "gpu" else "CONSTANT")  # as each published row
 
@@ -167,6 +191,7 @@ def test_the_readme_rows_are_all_there():
     assert set(group_options("experiment")) == {
         f"{d}_{b}_{n}" for d in ("facades", "maps") for b in ("ascend", "gpu") for n in ("1pc", "8pcs")
     }
+    assert set(published_figures()) == set(group_options("experiment"))  # one published entry per row
 
 
 def test_optuna_search_composes_with_its_sweeper():

@@ -15,7 +15,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pix2pix.scoring.metrics import image_metrics
-from tests.conftest import TINY, run_launch
+from tests.conftest import TINY_SETUP, run_launch
 
 NUM_VAL = 2  # TINY: dataset.num_val=2
 
@@ -112,12 +112,12 @@ def test_eval_of_a_loose_checkpoint_needs_the_matching_model(trained_run, tmp_pa
     loose = tmp_path / "g.ckpt"
     loose.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes())
     data = f"paths.data_dir={trained_run.parent / 'data'}"
-    ok = run_launch(["task=eval", f"ckpt={loose}", *TINY, data, "eval.num_images=1"], cwd=tmp_path)
+    ok = run_launch(["task=eval", f"ckpt={loose}", *TINY_SETUP, data, "eval.num_images=1"], cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
     (out,) = (tmp_path / "outputs").glob("*/*/val")  # a loose file has no run folder: a new one
     assert len(read_csv(out / "metrics.csv")) == 1
 
-    bad = run_launch(["task=eval", f"ckpt={loose}", *TINY, data, "model.generator.ngf=16"], cwd=tmp_path)
+    bad = run_launch(["task=eval", f"ckpt={loose}", *TINY_SETUP, data, "model.generator.ngf=16"], cwd=tmp_path)
     output = bad.stdout + bad.stderr
     assert bad.returncode == 2, output
     assert f"{loose}: G." in output and "use the model config the checkpoint was trained with" in output

@@ -18,7 +18,13 @@ from tests.conftest import ROOT, TINY, run_launch
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*TINY, "fault.nan_at_step=6", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}"]
+    args = [
+        *TINY,
+        "debug=faults",
+        "fault.nan_at_step=6",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={run_dir}",
+    ]
     result = run_launch(args, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-3000:]

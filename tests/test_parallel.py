@@ -210,7 +210,7 @@ def test_a_checkpoint_from_mid_epoch_resumes_only_on_as_many_devices():
 @pytest.mark.slow
 def test_a_killed_worker_stops_the_whole_job_quickly(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*TWO_WORKERS, *EIGHT_PAIRS, "schedule.n_epochs=50", "fault.kill_at_step=3", "fault.rank=1"]
+    args = [*TWO_WORKERS, *EIGHT_PAIRS, "schedule.n_epochs=50", "debug=faults", "fault.kill_at_step=3", "fault.rank=1"]
     result = run_launch([*args, data_dir(tmp_path), f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-3000:]
@@ -227,7 +227,14 @@ def test_a_killed_worker_stops_the_whole_job_quickly(tmp_path):
 @pytest.mark.slow
 def test_a_signal_to_one_rank_stops_every_rank_at_one_step_and_the_job_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*TWO_WORKERS, *EIGHT_PAIRS, "fault.signal_at_step=6", "fault.signal_name=SIGTERM", "fault.rank=1"]
+    args = [
+        *TWO_WORKERS,
+        *EIGHT_PAIRS,
+        "debug=faults",
+        "fault.signal_at_step=6",
+        "fault.signal_name=SIGTERM",
+        "fault.rank=1",
+    ]
     stopped = run_launch([*args, data_dir(tmp_path), f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     output = stopped.stdout + stopped.stderr
     assert stopped.returncode == 143, output[-3000:]

@@ -62,7 +62,7 @@ def assert_one_point_per_step(run_dir):
 )
 def test_sigkill_anywhere_leaves_a_resumable_run(tmp_path, uninterrupted, fault, expected_last_epoch):
     run_dir = tmp_path / "run"
-    killed, output = launch(tmp_path, run_dir, *NO_DROPOUT, fault, f"hydra.run.dir={run_dir}")
+    killed, output = launch(tmp_path, run_dir, *NO_DROPOUT, "debug=faults", fault, f"hydra.run.dir={run_dir}")
     assert killed.returncode == -9, output[-3000:]
     last = run_dir / "checkpoints" / "last.ckpt"
     if expected_last_epoch is None:
@@ -83,7 +83,13 @@ def test_sigkill_anywhere_leaves_a_resumable_run(tmp_path, uninterrupted, fault,
 @pytest.mark.parametrize("name,status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_writes_a_checkpoint_of_the_last_step_and_says_how_to_resume(tmp_path, uninterrupted, name, status):
     run_dir = tmp_path / "run"
-    args = [*NO_DROPOUT, "fault.signal_at_step=6", f"fault.signal_name={name}", f"hydra.run.dir={run_dir}"]
+    args = [
+        *NO_DROPOUT,
+        "debug=faults",
+        "fault.signal_at_step=6",
+        f"fault.signal_name={name}",
+        f"hydra.run.dir={run_dir}",
+    ]
     stopped, output = launch(tmp_path, run_dir, *args)
     assert stopped.returncode == status, output[-3000:]
     assert f"stopped by {name}" in output and f"resume with: python launch.py ckpt={run_dir}" in output
@@ -98,7 +104,7 @@ def test_a_signal_writes_a_checkpoint_of_the_last_step_and_says_how_to_resume(tm
 
 def test_a_second_signal_stops_at_once_without_damage(tmp_path):
     run_dir = tmp_path / "run"
-    args = [*NO_DROPOUT, "fault.signal_at_step=6", "fault.signal_times=2", f"hydra.run.dir={run_dir}"]
+    args = [*NO_DROPOUT, "debug=faults", "fault.signal_at_step=6", "fault.signal_times=2", f"hydra.run.dir={run_dir}"]
     stopped, output = launch(tmp_path, run_dir, *args)
     assert stopped.returncode == 130, output[-3000:]
     assert "stopped at once by a second signal" in output and "Traceback" not in output
@@ -181,7 +187,9 @@ def test_a_second_process_is_refused_while_a_run_trains_and_a_killed_one_never_b
 def test_a_mid_epoch_resume_with_another_batch_size_or_other_files_says_how_to_go_on(tmp_path):
     run_dir = tmp_path / "run"
     three_epochs = [*NO_DROPOUT, "schedule.n_epochs=2", "schedule.n_epochs_decay=1"]
-    stopped, output = launch(tmp_path, run_dir, *three_epochs, "fault.signal_at_step=6", f"hydra.run.dir={run_dir}")
+    stopped, output = launch(
+        tmp_path, run_dir, *three_epochs, "debug=faults", "fault.signal_at_step=6", f"hydra.run.dir={run_dir}"
+    )
     assert stopped.returncode == 130, output[-3000:]  # at step 2 of epoch 2
     refused, output = launch(tmp_path, run_dir, f"ckpt={run_dir}", "dataset.batch_size=2")
     assert refused.returncode == 2 and "Traceback" not in output, output[-3000:]

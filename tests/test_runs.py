@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from pix2pix.config.compose import CONF_DIR
-from pix2pix.config.targets import ALLOWED_TARGETS, targets_in
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
     RECORDED_CONFIG,
@@ -24,6 +23,7 @@ from pix2pix.runs import (
     run_folder_of,
     task_output_dir,
 )
+from pix2pix.targets import ALLOWED_TARGETS, targets_in
 from tests.conftest import TINY, run_launch
 
 
@@ -165,7 +165,7 @@ def test_a_received_run_folder_cannot_run_code(trained_run, tmp_path, case, task
     hostile = plant(trained_run, tmp_path, case)
     photo = tmp_path / "photo.png"
     Image.new("RGB", (16, 16)).save(photo)
-    args = [f"task={task}", f"ckpt={hostile}", "device=cpu", f"predict.input={photo}"]
+    args = [f"task={task}", f"ckpt={hostile}", "device=cpu", *([f"predict.input={photo}"] if task == "predict" else [])]
     result = run_launch(args, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2 and "Traceback" not in output, output[-3000:]

@@ -162,7 +162,7 @@ def test_every_experiment_benchmarks_and_the_performance_tables_follow(tmp_path,
         assert b["steps_per_epoch"] == pairs // b["devices"] and b["epochs"] == 200
         hours = 200 * b["steps_per_epoch"] * b["ms_per_step"]["median"] / 1000 / 3600
         assert b["projected_total_h"] == pytest.approx(hours, abs=1e-3)
-        assert b["published"]["devices"] == b["devices"]
+        assert report.published_figures()[b["experiment"]]["devices"] == b["devices"]
     assert report.main(["--performance", str(folder)]) == 0
     tables = (folder / "performance.md").read_text()
     assert tables.count("### ") == 4  # single and distributed, facades and maps

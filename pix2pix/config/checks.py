@@ -25,12 +25,13 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     multi-line composition errors into one Pix2PixError that names the key and the fix.
     Sweeps (`-m a=1,2`) are left to Hydra."""
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
 
     choices = [item for item in overrides if check_group_choice(item, conf_dir)]
     try:
+        defaults = compose(choices, conf_dir)  # the options chosen, before any key=value
         cfg = compose(overrides, conf_dir)
-        check_value_types(cfg, compose(choices, conf_dir), overrides)
+        check_value_types(cfg, defaults, overrides)
         if uses_trained_run(cfg.task, cfg.ckpt):
             run = open_trained_run(cfg, overrides)
             if cfg.task == "train" and run.folder is not None and not run.forked and owns_the_run():
@@ -49,15 +50,36 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
             ) from None
         raise Pix2PixError(f"bad command line: {first}") from None
     except ConfigCompositionException as err:
+        if isinstance(err.__cause__, ValidationError) and err.__cause__.full_key:  # refused by a schema's type
+            raise Pix2PixError(wrong_type(err.__cause__.full_key, defaults, overrides)) from None
         if isinstance(err.__cause__, (ConfigAttributeError, ConfigKeyError)):  # an override of no such key
-            raise Pix2PixError(
-                f"'{err.__cause__.full_key}' is not a config key; check its spelling (python launch.py --cfg job "
-                "lists every key), or prefix it with + to add a new key"
-            ) from None
+            raise Pix2PixError(no_such_key(err.__cause__.full_key, overrides, conf_dir)) from None
         raise Pix2PixError(f"bad command line: {str(err).strip().splitlines()[0]}") from None
     except (HydraException, OmegaConfBaseException) as err:
         raise Pix2PixError(f"bad command line: {str(err).strip().splitlines()[0]}") from None
     validate(cfg)
+
+
+def no_such_key(missing: str, overrides: list[str], conf_dir: Path) -> str:
+    """The line for an override of a key the composed config lacks: which option brings it, if one does."""
+    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    key = next((k for k in keys if k == missing or k.startswith(f"{missing}.")), missing)
+    block = key.split(".")[0]
+    if block == "fault":
+        return f"{key}: the fault.* keys (the tests' fault injection) come with debug=faults; add debug=faults"
+    task = next((o.partition("=")[2] for o in overrides if o.startswith("task=")), "train")
+    owner = next((t for t in group_options("task", conf_dir) if block in task_blocks(t, conf_dir)), None)
+    if owner:
+        return f"{key}: a key of task={owner} only, and this command line runs task={task}; drop it"
+    return (
+        f"'{key}' is not a config key; check its spelling (python launch.py --cfg job lists every key), "
+        "or prefix it with + to add a new key"
+    )
+
+
+def task_blocks(task: str, conf_dir: Path) -> set[str]:
+    """The top-level keys conf/task/TASK.yaml brings (eval, predict, checkpoint, ...)."""
+    return set(OmegaConf.load(conf_dir / "task" / f"{task}.yaml")) - {"defaults", "task"}
 
 
 def check_group_choice(item: str, conf_dir: Path) -> bool:
@@ -81,8 +103,19 @@ def check_group_choice(item: str, conf_dir: Path) -> bool:
 EXPECTED = {bool: "true or false", int: "an integer", float: "a number"}
 
 
+def wrong_type(key: str, defaults: DictConfig, overrides: list[str]) -> str:
+    """The line for an override that a schema (pix2pix.config.schema) refused: the type the key takes."""
+    item = next((o for o in overrides if o.partition("=")[0].lstrip("+~") == key), key)
+    parent, _, leaf = key.rpartition(".")
+    node = (OmegaConf.select(defaults, parent) if parent else defaults)._get_node(leaf)
+    kind = {**EXPECTED, str: "a string"}.get(node._metadata.ref_type, "of another type")
+    default = OmegaConf.to_yaml({"v": node._value()}).strip()[3:]  # as it is written in YAML: true, null
+    return f"{item}: {key} must be {kind}{' or null' if node._metadata.optional else ''} (default {default})"
+
+
 def check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
-    """An override of a number or a flag must keep its type (`dataset.crop_size=abc` is refused)."""
+    """An override of a number or a flag keeps its default's type (`model.lambda_L1=lots` is refused): for
+    the keys no schema types, the constructor arguments of the model, optimizer and schedule groups."""
     for item in overrides:
         key = item.partition("=")[0].lstrip("+~")
         try:

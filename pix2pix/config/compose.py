@@ -7,8 +7,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pix2pix.config.resolvers import register_resolvers
-
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
@@ -18,7 +16,9 @@ def compose(overrides: Sequence[str] = (), conf_dir: Path = CONF_DIR, hydra: boo
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    register_resolvers()
+    from pix2pix.config import register
+
+    register()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import mindspore as ms
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pix2pix import checkpoint
 from pix2pix.backend.runtime import describe_cpu_kernels, seed_everything, setup_device
@@ -193,7 +193,6 @@ def benchmark(cfg: DictConfig) -> dict:
         "train_pairs": pairs,
         "steps_per_epoch": steps_per_epoch,
         "projected_total_h": round(projected_s / 3600, 3),
-        "published": OmegaConf.to_container(cfg.published) if "published" in cfg and cfg.published else None,
         "command": " ".join(["python launch.py", *sys.argv[1:]]),
     }
     run_dir.mkdir(parents=True, exist_ok=True)

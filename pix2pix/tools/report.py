@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from pix2pix.data.aligned import natural_key
 from pix2pix.track.files import write_text
 
+PUBLISHED = Path(__file__).with_name("published.yaml")
 TRAIN_COLUMNS = (
     ("val_L1", "val L1", "{:.4f}"),
     ("val_psnr", "PSNR", "{:.2f}"),
@@ -228,22 +229,28 @@ def name_placeholder(b: dict) -> str:
     return b["command"].replace(b["experiment"], "NAME") if b.get("experiment") else b["command"]
 
 
+def published_figures() -> dict[str, dict]:
+    """The ModelZoo's published figures by experiment name (published.yaml, beside this module)."""
+    return OmegaConf.to_container(OmegaConf.load(PUBLISHED))
+
+
 def performance_tables(runs: list[Run]) -> str:
     """The ModelZoo README's tables: per (table, dataset), each published column beside its measurement."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    figures = published_figures()
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
     for run in runs:
         b = run.results
-        pub = b.get("published") or {}
+        pub = figures.get(b.get("experiment") or "", {})
         key = (pub.get("table", "Measured without published figures"), b["dataset"])
-        groups.setdefault(key, []).append(b)
+        groups.setdefault(key, []).append((b, pub))
     out = []
     for (table, dataset), items in groups.items():
-        items.sort(key=lambda b: ((b.get("published") or {}).get("column", ""), b.get("experiment") or ""))
+        items.sort(key=lambda item: (item[1].get("column", ""), item[0].get("experiment") or ""))
         header, columns = ["Parameters"], []
-        for b in items:
-            if b.get("published"):
-                header.append(f"{b['published']['column']} (published)")
-                columns.append(published_column(b["published"]))
+        for b, pub in items:
+            if pub:
+                header.append(f"{pub['column']} (published)")
+                columns.append(published_column(pub))
             header.append(f"measured: {b.get('experiment') or b['dataset']}")
             columns.append(measured_column(b))
         rows = [[name, *(col[name] for col in columns)] for name in PERFORMANCE_ROWS]

@@ -1,5 +1,5 @@
 """The training loop: epochs of steps, the learning rate per epoch, validation before and after.
-Checkpoints, TensorBoard and samples, stop signals and fault injection are hooks (training.hooks)."""
+Checkpoints, TensorBoard and samples, stop signals and what the tests inject are hooks (training.hooks)."""
 
 from __future__ import annotations
 
