@@ -7,7 +7,7 @@ schedules and the MindSpore optimizer the configs use; anything else, at any dep
 anything is built. Its interpolations may only be plain references and the resolvers a recorded
 config holds (`add`, `hydra`, `now`): OmegaConf's `oc.create` and `oc.decode` build new nodes, with
 `_target_`s of their own, only when a value is read, and `oc.env` reads the user's environment.
-A new `_target_` in conf/ must be added here (tests/test_runs.py checks that the two agree).
+A new `_target_` in conf/ must be added here (tests/unit/test_runs.py checks that the two agree).
 """
 
 from __future__ import annotations

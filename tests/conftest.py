@@ -1,14 +1,16 @@
-"""Shared fixtures: composing configs with Hydra's compose API, tiny run settings, the CLI."""
+"""Shared fixtures (what tests import is in tests/helpers.py): composed configs, a trained TINY run,
+an account that is not root, a local archive server, the hostile-image corpus. They apply to unit/ and e2e/."""
 
 from __future__ import annotations
 
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,69 +19,16 @@ from pix2pix.backend.runtime import prepare_environment
 
 prepare_environment()  # before anything imports MindSpore
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
-
 from pix2pix.config import register  # noqa: E402
-from pix2pix.config.compose import CONF_DIR  # noqa: E402
 
 register()
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# A run small enough for CI: synthetic 64x64 pairs, a 6-level U-Net with ngf 8, 2 epochs.
-TINY_SETUP = [
-    "device=cpu",
-    "dataset=synthetic",
-    "dataset.image_size=64",
-    "dataset.num_train=4",
-    "dataset.num_val=2",
-    "dataset.load_size=72",
-    "dataset.crop_size=64",
-    "dataset.num_val_samples=2",
-    "model.generator.num_downs=6",
-    "model.generator.ngf=8",
-    "model.discriminator.ndf=8",
-    "schedule.n_epochs=1",
-    "schedule.n_epochs_decay=1",
-    "logging.progress_bar=false",
-]
-# The same for a training run, which also keeps every epoch's checkpoint (checkpoint.* is task=train's).
-TINY = [*TINY_SETUP, "checkpoint.every=1"]
-
-
-def compose_config(overrides: list[str], tmp_path: Path) -> DictConfig:
-    """The composed config, with data and outputs under `tmp_path` (no Hydra run needed)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"paths.data_dir={tmp_path / 'data'}", *overrides])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-    return cfg
+from tests.helpers import TEST_ACCOUNT, TINY, ArchiveHandler, compose_config, run_launch, write_corpus  # noqa: E402
 
 
 @pytest.fixture
 def compose_cfg(tmp_path):
     return lambda *overrides: compose_config(list(overrides), tmp_path)
-
-
-def conv_line(log: str) -> str:
-    """The kernels part of a run log's first-step line ("forward: jit:avx512_core x4, x64:gemm:jit x6; ..."),
-    empty where none was logged (no fast path)."""
-    found = re.search(r"CPU convolutions: (.*)", log)
-    return found.group(1) if found else ""
-
-
-def run_launch(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python launch.py ARGS` in a subprocess, as a user runs it."""
-    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "ASCEND_OPP_PATH")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "launch.py"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -90,10 +39,6 @@ def trained_run(tmp_path_factory) -> Path:
     result = run_launch([*TINY, f"paths.data_dir={work / 'data'}", f"hydra.run.dir={run_dir}"], cwd=work)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run_dir
-
-
-# The account the non-root tests run as when the suite itself runs as root (.ci/run creates it).
-TEST_ACCOUNT = os.environ.get("PIX2PIX_TEST_ACCOUNT", "pix2pix-ci")
 
 
 @pytest.fixture
@@ -120,3 +65,20 @@ def as_unprivileged(tmp_path):
         yield prefix, folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ArchiveHandler)
+    httpd.files, httpd.cut_once, httpd.slow = {}, set(), set()
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hostile") / "all"
+    write_corpus(folder)
+    return folder

@@ -15,7 +15,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pix2pix.scoring.metrics import image_metrics
-from tests.conftest import TINY_SETUP, run_launch
+from tests.helpers import TINY_SETUP, run_launch
 
 NUM_VAL = 2  # TINY: dataset.num_val=2
 

@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 from pix2pix.backend import fastpath
-from pix2pix.tools import bench
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 QUICK = ["--steps=1", "--warmup=1", "--no-infer"]
-# The TINY networks (tests/conftest.py) at 64x64: the bench's own overrides
+
+# The TINY networks (tests/helpers.py) at 64x64: the bench's own overrides
 TINY_NETWORKS = ["--size=64", "model.generator.num_downs=6", "model.generator.ngf=8", "model.discriminator.ndf=8"]
 
 
@@ -20,13 +20,6 @@ def run_bench(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
     command = [sys.executable, "-m", "pix2pix.tools.bench", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def test_conv_flops_reads_onednns_shape_string():
-    # unet_256's second down conv: 64 -> 128 channels, 4x4, 128x128 -> 64x64
-    assert bench.conv_flops("mb1_ic64oc128_ih128oh64kh4sh2dh0ph1_iw128ow64kw4sw2dw0pw1") == 2 * 64 * 128 * 16 * 64 * 64
-    assert bench.conv_flops("mb2_ic3oc64_ih256oh128kh4sh2dh0ph1_iw256ow128kw4sw2dw0pw1") == 2 * 2 * 3 * 64 * 16 * 128**2
-    assert bench.conv_flops("mb1ic128ih64iw64") == 0  # a batch norm: no FLOP count
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pix2pix import checkpoint
-from tests.conftest import ROOT, TINY, run_launch
+from tests.helpers import ROOT, TINY, run_launch
 
 # Dropout masks come from MindSpore's op RNG, which a new process cannot continue: without dropout
 # a resumed run must land where the uninterrupted one does.

@@ -10,7 +10,7 @@ import pytest
 from mindspore import nn
 
 from pix2pix.api import load_generator
-from tests.conftest import run_launch
+from tests.helpers import run_launch
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pix2pix import checkpoint
-from tests.conftest import TINY, run_launch
+from tests.helpers import TINY, run_launch
 
 STEPS_PER_EPOCH, EPOCHS = 4, 2  # TINY: 4 synthetic pairs, batch 1, 1 + 1 epochs
 

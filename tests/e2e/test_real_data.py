@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT, run_launch
+from tests.helpers import ROOT, run_launch
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PACKAGE = ROOT / "pix2pix"
 
@@ -100,3 +102,10 @@ def test_the_training_loop_is_short_and_knows_no_faults():
     lengths = {f.name: f.end_lineno - f.lineno + 1 for f in loop.body if isinstance(f, ast.FunctionDef)}
     assert lengths["fit"] + lengths["train_epoch"] < 80 and max(lengths.values()) < 40, lengths
     assert "fault" not in source.lower()
+
+
+def test_the_command_line_check_imports_no_mindspore():
+    """launch.py checks the command line before anything heavy: a mistake costs no MindSpore import."""
+    probe = "import sys, pix2pix.cli, pix2pix.config.checks; print(sorted(m for m in sys.modules if 'mindspore' in m))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "[]"
