@@ -16,14 +16,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import open_dict
+from mindspore import nn
+from omegaconf import DictConfig, open_dict
 
 from pix2pix.config.compose import compose
+from pix2pix.infer import restore
 from pix2pix.infer.restore import start_generator
 from pix2pix.infer.translator import Translator
 from pix2pix.runs import TrainedRun, open_trained_run
 
-__all__ = ["Translator", "load_generator", "open_run"]
+__all__ = ["Translator", "build_generator", "load_generator", "open_run"]
+
+
+def build_generator(cfg: DictConfig, checkpoint_file: str | Path) -> tuple[nn.Cell, dict[str, int]]:
+    """The bare generator (an nn.Cell) that `cfg.model.generator` describes, with the checkpoint's weights;
+    returns it with the checkpoint's epoch and global_step."""
+    return restore.build_generator(cfg.model.generator, Path(checkpoint_file))
 
 
 def open_run(path: str | Path, overrides: Sequence[str] = (), task: str = "predict") -> TrainedRun:

@@ -14,13 +14,13 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pix2pix.checkpoint import read_meta
+from pix2pix.choices import TRAINED_RUN_TASKS
 from pix2pix.errors import Pix2PixError
 from pix2pix.parallel.env import env_rank, launcher
 from pix2pix.parallel.lifeline import LAUNCHER_PID
 from pix2pix.targets import load_config
+from pix2pix.track.files import natural_key
 from pix2pix.track.locks import FileLock
-
-TRAINED_RUN_TASKS = ("eval", "predict", "export")
 
 # Keys that describe this invocation, not the trained model: they come from the command
 # line's config. Everything else (model, dataset, seed, paths, ...) comes from the run.
@@ -212,6 +212,20 @@ def open_trained_run(current: DictConfig, overrides: list[str]) -> TrainedRun:
         refuse_network_changes(recorded, cfg)
         forked = not continues_in_place(checkpoint, folder)
     return TrainedRun(cfg=cfg, checkpoint=checkpoint, folder=folder, forked=forked)
+
+
+def find_run_files(paths: list[Path], pattern: str) -> dict[Path, list[Path]]:
+    """The files matching `pattern` at or below each path (or the path itself, a file), by the folder that
+    holds them: under each path in natural order (multirun/X/2 before multirun/X/10), the paths as given."""
+    found: dict[Path, list[Path]] = {}
+    for root in paths:
+        if not root.exists():
+            raise Pix2PixError(f"{root}: no such run, sweep or file")
+        files = [root] if root.is_file() else sorted(root.rglob(pattern))
+        files.sort(key=lambda p: [natural_key(Path(part)) for part in p.parent.relative_to(root.parent).parts])
+        for file in files:
+            found.setdefault(file.parent, []).append(file)
+    return found
 
 
 def owns_the_run() -> bool:

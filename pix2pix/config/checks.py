@@ -11,6 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pix2pix.choices import CHOICES, DATA_TASKS, TASKS, check_choice
 from pix2pix.config.compose import CONF_DIR, compose, group_options
 from pix2pix.data.images import PILLOW_PIXEL_LIMIT
+from pix2pix.data.sizes import check_sizes
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
     check_not_busy,
@@ -179,11 +180,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.task in DATA_TASKS:
         return
     data, gen = cfg.dataset, cfg.model.generator
-    if data.crop_size > data.load_size:
-        raise Pix2PixError(
-            f"dataset.crop_size={data.crop_size} is larger than dataset.load_size={data.load_size}; "
-            "set dataset.crop_size <= dataset.load_size"
-        )
+    check_sizes(data.load_size, data.crop_size)
     if "num_downs" in gen:
         side = 2**gen.num_downs
         if data.crop_size % side:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,18 +14,15 @@ import mindspore.dataset as msds
 import numpy as np
 from PIL import Image
 
+from pix2pix.choices import DATASET_DIRECTIONS
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, Decoded, conversion_note, read_image, rgb
+from pix2pix.data.sizes import check_sizes
 from pix2pix.errors import Pix2PixError
+from pix2pix.track.files import natural_key
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-DIRECTIONS = ("AtoB", "BtoA")
-
-
-def natural_key(path: Path) -> list:
-    """Sort 2.jpg before 10.jpg."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def find_images(folder: Path, what: str) -> list[Path]:
@@ -216,13 +212,9 @@ class AlignedData:
         download_note: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
-        if direction not in DIRECTIONS:
+        if direction not in DATASET_DIRECTIONS:  # checked here, where the halves are chosen
             raise Pix2PixError(f"dataset.direction={direction!r}: use AtoB or BtoA")
-        if crop_size > load_size:
-            raise Pix2PixError(
-                f"dataset.crop_size={crop_size} is larger than dataset.load_size={load_size}; "
-                "set dataset.crop_size <= dataset.load_size"
-            )
+        check_sizes(load_size, crop_size)
         if batch_size < 1:
             raise Pix2PixError(f"dataset.batch_size={batch_size}: use 1 or more")
         self.name = name

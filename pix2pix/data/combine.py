@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key
+from pix2pix.data.aligned import IMAGE_SUFFIXES
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, read_image, rgb
 from pix2pix.errors import Pix2PixError
-from pix2pix.track.files import real, result_names, save_image, write_failed
+from pix2pix.track.files import natural_key, real, result_names, save_image, write_failed
 
 JPEG_QUALITY = 95
 

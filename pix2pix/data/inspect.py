@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pix2pix.data.aligned import IMAGE_SUFFIXES, NotAPair, as_pair, natural_key, open_pair, split_pair
+from pix2pix.data.aligned import IMAGE_SUFFIXES, NotAPair, as_pair, open_pair, split_pair
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_note, read_image
 from pix2pix.errors import Pix2PixError
-from pix2pix.track.files import save_image
+from pix2pix.track.files import natural_key, save_image
 
 LABEL_HEIGHT = 22
 

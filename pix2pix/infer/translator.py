@@ -20,11 +20,11 @@ from mindspore import nn
 from PIL import Image
 
 from pix2pix.choices import PREDICT_FITS, VAL_MODES, check_choice
-from pix2pix.data.aligned import IMAGE_SUFFIXES, natural_key, to_array
+from pix2pix.data.aligned import IMAGE_SUFFIXES, to_array
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_note, read_image
 from pix2pix.errors import Pix2PixError
 from pix2pix.infer.generate import generate
-from pix2pix.track.files import real, result_names, save_image
+from pix2pix.track.files import natural_key, real, result_names, save_image
 from pix2pix.track.samples import to_uint8
 
 log = logging.getLogger(__name__)

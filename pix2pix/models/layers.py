@@ -6,17 +6,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-from pix2pix.errors import Pix2PixError
-
-# sync_batch: BatchNorm over all devices of a data-parallel job (set by parallel.sync_bn=true).
-NORMS = ("batch", "instance", "none", "sync_batch")
-PAD_MODES = ("CONSTANT", "REFLECT")
-INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
-
-
-def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise Pix2PixError(f"{key}={value!r} is not supported; use one of {', '.join(choices)}")
+from pix2pix.choices import INIT_TYPES, NORMS, PAD_MODES, check_choice
 
 
 def norm_layer(norm: str, channels: int) -> nn.Cell | None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from mindspore import nn, ops
 
-from pix2pix.models.layers import check_choice
-
-GAN_MODES = ("vanilla", "lsgan")
+from pix2pix.choices import GAN_MODES, check_choice
 
 
 class GANLoss(nn.Cell):

@@ -138,7 +138,6 @@ def run(cfg: DictConfig) -> float:
 
 
 def benchmark(cfg: DictConfig) -> dict:
-    run_dir = Path(cfg.paths.output_dir)
     warmup, steps = cfg.benchmark.warmup_steps, cfg.benchmark.steps
     if warmup < 1 or steps < 1:
         raise Pix2PixError("benchmark.warmup_steps and benchmark.steps must be 1 or more (the first step compiles)")
@@ -148,14 +147,36 @@ def benchmark(cfg: DictConfig) -> dict:
     data, pairs, source = benchmark_data(cfg)
     step = build_train_step(cfg)
     times = time_steps(step, data, warmup + steps)
-    timed = np.array(times[warmup:]) * 1000
-    median = float(np.median(timed))
-    devices = cfg.parallel.device_num
-    batch = cfg.dataset.batch_size
-    steps_per_epoch = pairs // (batch * devices)
-    epochs = cfg.schedule.epoch_num
-    projected_s = epochs * steps_per_epoch * median / 1000
     result = {
+        **setup_facts(cfg, device, step, data_dir=data.train_dir, source=source),
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "first_step_s": round(times[0], 3),
+        **timing_and_projection(times[warmup:], cfg.dataset.batch_size, cfg.parallel.device_num, pairs, cfg),
+        # The process's peak: in a multirun with the basic launcher it includes earlier jobs' leftovers
+        # (host_memory_before_mb says how much); one process per benchmark gives the clean figure.
+        "peak_host_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "host_memory_before_mb": memory_before,
+        "peak_device_memory_mb": device_memory_mb(),
+        **checkpoint_sizes(step),
+        "command": " ".join(["python launch.py", *sys.argv[1:]]),
+    }
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "benchmark.json", json.dumps(result, indent=2) + "\n")
+    log.info(
+        "%s on %s: %.1f ms/step median (p10 %.1f, p90 %.1f), %.2f img/s, first step %.1f s, peak RSS %.0f MB; "
+        "%d epochs x %d steps on %d device(s) -> %.2f h projected",
+        *(result["experiment"] or cfg.dataset.name, device, *result["ms_per_step"].values(), result["images_per_s"]),
+        *(times[0], result["peak_host_memory_mb"], result["epochs"], result["steps_per_epoch"], result["devices"]),
+        result["projected_total_h"],
+    )
+    return result
+
+
+def setup_facts(cfg: DictConfig, device: str, step, data_dir: Path, source: str) -> dict:
+    """What was timed: the experiment, the machine, the software, the data and the networks."""
+    return {
         "experiment": experiment_name(),
         "device": device,
         "hardware": hardware(device),
@@ -163,19 +184,27 @@ def benchmark(cfg: DictConfig) -> dict:
         "python_version": platform.python_version(),
         "dataset": cfg.dataset.name,
         "data": source,
-        "data_dir": str(data.train_dir),
+        "data_dir": str(data_dir),
         "crop_size": cfg.dataset.crop_size,
-        "batch_size": batch,
-        "devices": devices,
+        "batch_size": cfg.dataset.batch_size,
+        "devices": cfg.parallel.device_num,
         "learning_rate": cfg.optimizer.learning_rate,
         "pad_mode": cfg.model.pad_mode,
         "gan_mode": cfg.model.gan_mode,
         "generator": type(step.G).__name__,
         "generator_params": count_params(step.G),
         "discriminator_params": count_params(step.D),
-        "warmup_steps": warmup,
-        "timed_steps": steps,
-        "first_step_s": round(times[0], 3),
+    }
+
+
+def timing_and_projection(seconds: list[float], batch: int, devices: int, pairs: int, cfg: DictConfig) -> dict:
+    """The timed steps' median, p10 and p90, the rates, and the whole run projected from the median (each
+    device taking its share of the steps: ideal data-parallel scaling, an upper bound on the speed-up)."""
+    timed = np.array(seconds) * 1000
+    median = float(np.median(timed))
+    steps_per_epoch = pairs // (batch * devices)
+    epochs = cfg.schedule.epoch_num
+    return {
         "ms_per_step": {
             "median": round(median, 2),
             "p10": round(float(np.percentile(timed, 10)), 2),
@@ -183,34 +212,8 @@ def benchmark(cfg: DictConfig) -> dict:
         },
         "images_per_s": round(1000 * batch / median, 3),
         "job_images_per_s": round(1000 * batch * devices / median, 3),
-        # The process's peak: in a multirun with the basic launcher it includes earlier jobs' leftovers
-        # (host_memory_before_mb says how much); one process per benchmark gives the clean figure.
-        "peak_host_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "host_memory_before_mb": memory_before,
-        "peak_device_memory_mb": device_memory_mb(),
-        **checkpoint_sizes(step),
         "epochs": epochs,
         "train_pairs": pairs,
         "steps_per_epoch": steps_per_epoch,
-        "projected_total_h": round(projected_s / 3600, 3),
-        "command": " ".join(["python launch.py", *sys.argv[1:]]),
+        "projected_total_h": round(epochs * steps_per_epoch * median / 1000 / 3600, 3),
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "benchmark.json", json.dumps(result, indent=2) + "\n")
-    log.info(
-        "%s on %s: %.1f ms/step median (p10 %.1f, p90 %.1f), %.2f img/s, first step %.1f s, peak RSS %.0f MB; "
-        "%d epochs x %d steps on %d device(s) -> %.2f h projected",
-        result["experiment"] or cfg.dataset.name,
-        device,
-        median,
-        result["ms_per_step"]["p10"],
-        result["ms_per_step"]["p90"],
-        result["images_per_s"],
-        times[0],
-        result["peak_host_memory_mb"],
-        epochs,
-        steps_per_epoch,
-        devices,
-        result["projected_total_h"],
-    )
-    return result

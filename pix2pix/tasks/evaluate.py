@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from pix2pix.data.aligned import open_pair, split_pair, transform
+from pix2pix.data.aligned import AlignedData, open_pair, split_pair, transform
 from pix2pix.infer.generate import generate
 from pix2pix.infer.restore import start_generator
 from pix2pix.runs import TrainedRun
@@ -48,6 +48,28 @@ def run(cfg: DictConfig) -> float:
     return evaluate(trained_run(cfg))["l1"]
 
 
+def score_split(
+    generator, data: AlignedData, files: list[Path], mode: str, out: Path, progress_bar: bool
+) -> list[dict]:
+    """Translate each pair's input, save input | generated | target as PNGs under `out`/images, and score
+    the generated image against the target; one row per file."""
+    rows = []
+    names = result_names([Path(file.name) for file in files])  # a.jpg and a.png: their own result names
+    bar = tqdm(zip(files, names), total=len(files), desc=f"eval {out.name}", disable=not progress_bar, leave=False)
+    for file, name in bar:
+        a, b = split_pair(open_pair(file, max_pixels=data.max_pixels), data.direction)
+        real_A = transform(a, data.load_size, data.crop_size, None)
+        real_B = transform(b, data.load_size, data.crop_size, None)
+        fake_B = generate(generator, real_A[None], mode)[0]
+        images = dict(zip(("input", "generated", "target"), to_uint8(np.stack([real_A, fake_B, real_B]))))
+        row = {"name": file.name, **image_metrics(images["generated"], images["target"])}
+        for kind, pixels in images.items():
+            row[kind] = f"images/{name}_{kind}.png"
+            save_png(out / row[kind], pixels)
+        rows.append(row)
+    return rows
+
+
 def evaluate(run: TrainedRun) -> dict:
     cfg = run.cfg
     data = build_dataset(cfg)
@@ -66,21 +88,8 @@ def evaluate(run: TrainedRun) -> dict:
         device,
         out,
     )
-    rows = []
     show = cfg.logging.progress_bar and sys.stderr.isatty()
-    names = result_names([Path(file.name) for file in files])  # a.jpg and a.png: their own result names
-    for file, name in tqdm(zip(files, names), total=len(files), desc=f"eval {split}", disable=not show, leave=False):
-        a, b = split_pair(open_pair(file, max_pixels=data.max_pixels), data.direction)
-        real_A = transform(a, data.load_size, data.crop_size, None)
-        real_B = transform(b, data.load_size, data.crop_size, None)
-        fake_B = generate(generator, real_A[None], cfg.eval.mode)[0]
-        images = dict(zip(("input", "generated", "target"), to_uint8(np.stack([real_A, fake_B, real_B]))))
-        row = {"name": file.name, **image_metrics(images["generated"], images["target"])}
-        for kind, pixels in images.items():
-            row[kind] = f"images/{name}_{kind}.png"
-            save_png(out / row[kind], pixels)
-        rows.append(row)
-
+    rows = score_split(generator, data, files, cfg.eval.mode, out, progress_bar=show)
     means = {m: float(np.mean([row[m] for row in rows])) for m in METRICS}
     summary = {
         **means,

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pix2pix import checkpoint
 from pix2pix.backend.runtime import describe_cpu_kernels, device_count, resolve_device, seed_everything, setup_device
+from pix2pix.data.aligned import AlignedData
 from pix2pix.errors import Interrupted, Pix2PixError
 from pix2pix.models.layers import count_params
 from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
@@ -136,7 +137,25 @@ def train(cfg: DictConfig, resume_from: Path | None = None, forked: bool = False
     writer = RunWriter(run_dir / "tensorboard", purge_step=purge_step, enabled=ranks.writes)
     if resume is None or forked:  # a new run folder: its TensorBoard gets the config
         writer.config(cfg)
-    faults = Faults(**cfg.fault) if "fault" in cfg else None  # debug=faults: the tests' fault injection
+    trainer = build_trainer(cfg, step, data, writer, ranks)
+    try:
+        metrics = trainer.fit(resume)
+        if ranks.writes:
+            write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        names = ("val_L1", "val_L1_before", "val_psnr", "val_ssim")
+        writer.hparams(cfg, {f"hparams/{name}": metrics[name] for name in names})
+    finally:
+        writer.close()
+    log.info("run folder: %s", run_dir)
+    return metrics
+
+
+def build_trainer(
+    cfg: DictConfig, step: Pix2PixTrainStep, data: AlignedData, writer: RunWriter, ranks: Ranks
+) -> Trainer:
+    """The loop and its hooks: checkpoints, TensorBoard and samples, and (debug=faults) the tests' faults."""
+    run_dir = Path(cfg.paths.output_dir)
+    faults = Faults(**cfg.fault) if "fault" in cfg else None
     checkpoints = Checkpoints(
         run_dir,
         every=cfg.checkpoint.every,
@@ -144,7 +163,7 @@ def train(cfg: DictConfig, resume_from: Path | None = None, forked: bool = False
         seed=cfg.seed,
         before_rename=faults.checkpoint_writes() if faults else None,
     )
-    trainer = Trainer(
+    return Trainer(
         step,
         data,
         instantiate(cfg.schedule),
@@ -157,16 +176,6 @@ def train(cfg: DictConfig, resume_from: Path | None = None, forked: bool = False
         resume_mode=cfg.checkpoint.get("resume", "exact"),
         progress_bar=cfg.logging.progress_bar,
     )
-    try:
-        metrics = trainer.fit(resume)
-        if ranks.writes:
-            write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        names = ("val_L1", "val_L1_before", "val_psnr", "val_ssim")
-        writer.hparams(cfg, {f"hparams/{name}": metrics[name] for name in names})
-    finally:
-        writer.close()
-    log.info("run folder: %s", run_dir)
-    return metrics
 
 
 def record_fork(run: TrainedRun, write: bool) -> DictConfig:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from pix2pix.data.aligned import natural_key
+from pix2pix.errors import Pix2PixError
+from pix2pix.runs import find_run_files
 from pix2pix.track.files import write_text
 
 PUBLISHED = Path(__file__).with_name("published.yaml")
@@ -46,20 +47,12 @@ class Run:
 
 
 def find_runs(paths: list[Path], results_file: str) -> list[Run]:
-    """Run folders (holding .hydra/config.yaml and `results_file`) at or below each path."""
+    """Run folders holding `results_file` (and .hydra/overrides.yaml) at or below each path."""
     runs = []
-    for root in paths:
-        if not root.is_dir():
-            raise SystemExit(f"error: {root}: no such run or sweep folder")
-        found = [root] if (root / results_file).is_file() else []
-        found += sorted(
-            (p.parent for p in root.rglob(results_file) if p.parent != root),
-            key=lambda p: [natural_key(Path(part)) for part in p.relative_to(root).parts],
-        )
-        for folder in found:
-            overrides_file = folder / ".hydra" / "overrides.yaml"
-            overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
-            runs.append(Run(folder, [str(o) for o in overrides], json.loads((folder / results_file).read_text())))
+    for folder, (results, *_) in find_run_files(paths, results_file).items():
+        overrides_file = folder / ".hydra" / "overrides.yaml"
+        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+        runs.append(Run(folder, [str(o) for o in overrides], json.loads(results.read_text())))
     if not runs:
         hint = "task=benchmark" if results_file == "benchmark.json" else "finished training runs"
         raise SystemExit(f"error: no {results_file} under {', '.join(map(str, paths))} (are these {hint}?)")
@@ -168,7 +161,7 @@ PERFORMANCE_ROWS = (
     "Total time",
     "Checkpoint for Fine tuning",
 )
-LOSS_NAMES = {
+LOSS_FUNCTIONS = {
     "vanilla": "SigmoidCrossEntropyWithLogits Loss & L1 Loss",
     "lsgan": "MSE Loss & L1 Loss",
 }
@@ -188,7 +181,7 @@ def published_column(pub: dict) -> dict[str, str]:
         "Dataset": pub["dataset"],
         "Training Parameters": pub["training_parameters"],
         "Optimizer": "Adam",
-        "Loss Function": LOSS_NAMES["vanilla"],
+        "Loss Function": LOSS_FUNCTIONS["vanilla"],
         "outputs": "probability",
         "Speed": f"{n}: {pub['ms_per_step']:g} ms/step",
         "Total time": f"{n}: {pub['total_time_h']:g}h",
@@ -214,7 +207,7 @@ def measured_column(b: dict) -> dict[str, str]:
             f"lr={b['learning_rate']:g}, pad_mode={b['pad_mode']}"
         ),
         "Optimizer": "Adam",
-        "Loss Function": LOSS_NAMES.get(b["gan_mode"], f"{b['gan_mode']} GAN Loss & L1 Loss"),
+        "Loss Function": LOSS_FUNCTIONS.get(b["gan_mode"], f"{b['gan_mode']} GAN Loss & L1 Loss"),
         "outputs": "probability",
         "Speed": f"{n}: {ms['median']:.0f} ms/step{one} (p10 {ms['p10']:.0f}, p90 {ms['p90']:.0f})",
         "Total time": f"{n}: {b['projected_total_h']:.2f}h ({projection})",
@@ -265,6 +258,13 @@ def performance_tables(runs: list[Run]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return report(argv)
+    except Pix2PixError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+def report(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pix2pix.tools.report", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders or sweep folders (multirun/DATE/TIME)")
     parser.add_argument("--out", type=Path, help="where the files go (default: the one folder given, else .)")
@@ -275,16 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--performance", action="store_true", help="performance tables from benchmark.json files")
     args = parser.parse_args(argv)
     out = args.out or (args.paths[0] if len(args.paths) == 1 else Path("."))
+    runs = find_runs(args.paths, "benchmark.json" if args.performance else "metrics.json")
     out.mkdir(parents=True, exist_ok=True)
 
     if args.performance:
-        text = performance_tables(find_runs(args.paths, "benchmark.json"))
+        text = performance_tables(runs)
         write_text(out / "performance.md", text)
         print(text)
         print(f"wrote {out / 'performance.md'}")
         return 0
 
-    runs = find_runs(args.paths, "metrics.json")
     header, rows = training_table(runs, args.paths)
     table = markdown(header, rows)
     write_text(out / "report.md", table)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 from tensorboardX.proto import event_pb2
 
+from pix2pix.errors import Pix2PixError
+from pix2pix.runs import find_run_files
+
 EVENT_GLOB = "events.out.tfevents.*"
 
 
@@ -67,18 +70,15 @@ class RunEvents:
     images: dict[str, dict[int, bytes]] = field(default_factory=dict)
 
 
-def find_runs(paths: list[Path]) -> dict[Path, list[Path]]:
-    """Event files grouped by the folder that holds them (a run's tensorboard/), sorted."""
-    runs: dict[Path, list[Path]] = {}
-    for root in paths:
-        if not root.exists():
-            raise SystemExit(f"error: {root}: no such run, sweep or folder")
-        files = [root] if root.is_file() else sorted(root.rglob(EVENT_GLOB))
-        for file in files:
-            runs.setdefault(file.parent, []).append(file)
+def find_event_files(paths: list[Path]) -> dict[Path, list[Path]]:
+    """Event files grouped by the folder that holds them (a run's tensorboard/)."""
+    try:
+        runs = find_run_files(paths, EVENT_GLOB)
+    except Pix2PixError as err:
+        raise SystemExit(f"error: {err}") from None
     if not runs:
         raise SystemExit(f"error: no TensorBoard event files ({EVENT_GLOB}) under {', '.join(map(str, paths))}")
-    return dict(sorted(runs.items()))
+    return runs
 
 
 def run_name(folder: Path) -> str:
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="run folders, sweep folders or event files")
     parser.add_argument("--export-images", type=Path, metavar="DIR", help="write the logged images as PNG here")
     args = parser.parse_args(argv)
-    runs = [load_run(folder, files) for folder, files in find_runs(args.paths).items()]
+    runs = [load_run(folder, files) for folder, files in find_event_files(args.paths).items()]
     print("\n\n".join(describe(run) for run in runs))
     if args.export_images:
         names = short_names([run.name for run in runs])

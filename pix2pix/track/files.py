@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
@@ -103,3 +104,8 @@ def result_names(relative: Sequence[PurePath]) -> list[str]:
         used.add((path.parent, candidate.lower()))
         names.append(candidate)
     return names
+
+
+def natural_key(path: Path) -> list:
+    """Sort 2.jpg before 10.jpg."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from pix2pix.api import load_generator
+from pix2pix.errors import Pix2PixError
 from tests.helpers import odd_images, run_launch
 
 
@@ -66,3 +67,18 @@ def test_a_batch_in_deterministic_mode_runs_at_once_with_each_images_own_output(
     together = deterministic.generate(batch)
     alone = np.concatenate([deterministic.generate(batch[i : i + 1]) for i in range(3)])
     np.testing.assert_allclose(together, alone, rtol=0, atol=1e-5)
+
+
+def test_the_bare_generator_of_a_run_is_the_translators(trained_run):
+    """pix2pix.api.build_generator (the nn.Cell from a run's config) computes what load_generator's does."""
+    from pix2pix.api import build_generator, open_run
+    from pix2pix.infer.generate import generate
+
+    batch = np.random.default_rng(4).uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32)
+    translator = load_generator(trained_run, mode="deterministic", device="cpu")
+    run = open_run(trained_run)
+    generator, meta = build_generator(run.cfg, run.checkpoint)
+    assert meta["epoch"] == 2
+    np.testing.assert_allclose(generate(generator, batch, "deterministic", 2), translator.generate(batch), atol=1e-6)
+    with pytest.raises(Pix2PixError, match="fit=crop: use one of resize, pad"):
+        load_generator(trained_run, fit="crop", device="cpu")

@@ -11,6 +11,7 @@ from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
     RECORDED_CONFIG,
     RUN_LOCK,
+    find_run_files,
     hydra_record_dir,
     locate_checkpoint,
     lock_run,
@@ -129,6 +130,18 @@ def test_a_run_folder_never_makes_this_machine_download(run_folder, compose_cfg)
     assert run.cfg.dataset.download is False
     asked = ["task=eval", f"ckpt={run_folder}", "dataset.download=true"]
     assert open_trained_run(compose_cfg(*asked), asked).cfg.dataset.download is True  # the user's own choice
+
+
+def test_the_tools_find_run_files_in_natural_order(tmp_path):
+    sweep = tmp_path / "multirun" / "x"
+    for job in ("10", "2", "1"):
+        (sweep / job).mkdir(parents=True)
+        (sweep / job / "metrics.json").write_text("{}")
+    (sweep / "metrics.json").write_text("{}")  # the sweep folder's own comes first
+    found = find_run_files([sweep], "metrics.json")
+    assert [folder.name for folder in found] == ["x", "1", "2", "10"]
+    with pytest.raises(Pix2PixError, match="nowhere: no such run, sweep or file"):
+        find_run_files([tmp_path / "nowhere"], "metrics.json")
 
 
 def test_a_lock_file_that_is_a_link_is_never_followed(tmp_path):
