@@ -32,6 +32,12 @@ CHOICES = {
 }
 
 
+def check_task(task: str) -> None:
+    """One line naming the tasks when `task` is none of them (`task=evaluate`)."""
+    if task not in TASKS:
+        raise Pix2PixError(f"task={task}: no such task; use one of {', '.join(TASKS)}")
+
+
 def check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
     """One line naming the key and its choices when `value` is not one of them."""
     if value not in allowed:

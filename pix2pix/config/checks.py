@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pix2pix.choices import CHOICES, DATA_TASKS, TASKS, check_choice
+from pix2pix.choices import CHOICES, DATA_TASKS, check_choice, check_task
 from pix2pix.config.compose import CONF_DIR, compose, group_options
 from pix2pix.data.images import PILLOW_PIXEL_LIMIT
 from pix2pix.data.sizes import check_sizes
@@ -96,7 +96,7 @@ def check_group_choice(item: str, conf_dir: Path) -> bool:
     options = group_options(group, conf_dir)
     if value not in (*options, "null", "") and "," not in value:
         if key == "task":
-            raise Pix2PixError(f"task={value}: no such task; use one of {', '.join(TASKS)}")
+            check_task(value)
         raise Pix2PixError(f"{key}={value}: no such option; choose one of {', '.join(options)}")
     return True
 
@@ -108,6 +108,7 @@ def wrong_type(key: str, defaults: DictConfig, overrides: list[str]) -> str:
     """The line for an override that a schema (pix2pix.config.schema) refused: the type the key takes."""
     item = next((o for o in overrides if o.partition("=")[0].lstrip("+~") == key), key)
     parent, _, leaf = key.rpartition(".")
+    # The node's declared type and whether it may be null: OmegaConf keeps them in the node's metadata.
     node = (OmegaConf.select(defaults, parent) if parent else defaults)._get_node(leaf)
     kind = {**EXPECTED, str: "a string"}.get(node._metadata.ref_type, "of another type")
     default = OmegaConf.to_yaml({"v": node._value()}).strip()[3:]  # as it is written in YAML: true, null
@@ -156,8 +157,7 @@ def validate_parallel(par: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that span several keys, made before anything heavy starts."""
-    if cfg.task not in TASKS:
-        raise Pix2PixError(f"task={cfg.task}: no such task; use one of {', '.join(TASKS)}")
+    check_task(cfg.task)  # a config from elsewhere (the API, a sweep) may name any task
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None or key == "optimized_metric":  # a task's block is there only for that task

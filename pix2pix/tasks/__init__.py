@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig
 
+from pix2pix.choices import check_task
 from pix2pix.errors import Pix2PixError
 from pix2pix.tasks import benchmark, datasets, evaluate, export, predict, train
 
@@ -31,8 +32,7 @@ def run(cfg: DictConfig) -> float | None:
     """Run `cfg.task`; a Pix2PixError becomes one logged line and exit status 2."""
     logging.raiseExceptions = False  # a full disk under launch.log must not print a traceback per line
     try:
-        if cfg.task not in REGISTRY:
-            raise Pix2PixError(f"task={cfg.task}: no such task; use one of {', '.join(REGISTRY)}")
+        check_task(cfg.task)
         return REGISTRY[cfg.task](cfg)
     except Pix2PixError as err:
         log.error("%s", err)

@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> None:
 def export(run: TrainedRun) -> dict:
     cfg = run.cfg
     fmt = cfg.export.format
-    device = resolve_device(cfg.device.target)
+    device = resolve_device(cfg.device.target) if fmt == "AIR" else None  # before anything is built
     if fmt == "AIR" and device != "ascend":
         raise Pix2PixError(
             f"export.format=AIR needs the Ascend backend (CANN), and this run is on {device}; "

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import mindspore as ms
@@ -46,7 +47,7 @@ class Trainer:
         schedule: Schedule,
         checkpoints: Checkpoints,
         base_lr: float,
-        hooks: list[Hook] = (),
+        hooks: Sequence[Hook] = (),
         ranks: Ranks | None = None,
         val_mode: str = "paper",
         val_num_images: int | None = None,
