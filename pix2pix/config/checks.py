@@ -62,10 +62,11 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
 
 
 def no_such_key(missing: str, overrides: list[str], conf_dir: Path) -> str:
-    """The line for an override of a key the composed config lacks: which option brings it, if one does."""
+    """The line for an override of a key the composed config lacks: which option brings it, when what is
+    missing is a whole block another option brings (`eval` under task=predict), else a misspelt key."""
     keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
     key = next((k for k in keys if k == missing or k.startswith(f"{missing}.")), missing)
-    block = key.split(".")[0]
+    block = missing if "." not in missing else None  # None: the block is there, the key in it is not
     if block == "fault":
         return f"{key}: the fault.* keys (the tests' fault injection) come with debug=faults; add debug=faults"
     task = next((o.partition("=")[2] for o in overrides if o.startswith("task=")), "train")

@@ -141,6 +141,8 @@ def test_objects_come_from_targets(compose_cfg):
         # a key another option brings
         (["task=predict", "eval.mode=deterministic"], "eval.mode: a key of task=eval only, and this command line"),
         (["fault.kill_at_step=3"], "the fault.* keys (the tests' fault injection) come with debug=faults"),
+        (["task=eval", "eval.num_imgs=3"], "'eval.num_imgs' is not a config key; check its spelling"),
+        (["model.lamda_L1=10", "task=predict"], "'model.lamda_L1' is not a config key"),
         (["task=evaluate"], "task=evaluate: no such task; use one of train, eval, predict, export, benchmark"),
     ],
 )
