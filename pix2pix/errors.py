@@ -10,6 +10,9 @@ class Pix2PixError(Exception):
     """A user-facing error whose message names the file or config key and the fix."""
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what asks a run to stop after its current step
+
+
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived; a checkpoint of the last finished step was written (None: the
     job stopped before it could write one)."""

@@ -1,7 +1,7 @@
 """Process set-up: CPU kernel choice, device selection, graph mode, seeds.
 
-`prepare_environment()` must run before `import mindspore` (launch.py and the tests' conftest
-call it): the CPU fast path's library is loaded before MindSpore, and oneDNN reads its ISA cap
+`prepare_environment()` must run before `import mindspore` (pix2pix.cli, for launch.py, and the
+tests' conftest call it): the CPU fast path's library is loaded before MindSpore, and oneDNN reads its ISA cap
 when it first runs an op.
 """
 
@@ -16,12 +16,12 @@ import subprocess
 import numpy as np
 
 from pix2pix.backend import fastpath
+from pix2pix.choices import DEVICES, EXECUTION_MODES
 from pix2pix.errors import Pix2PixError
 
 log = logging.getLogger(__name__)
 
-DEVICE_TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}
-MODES = ("graph", "pynative")
+DEVICE_TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}  # our names -> MindSpore's
 
 
 def prepare_environment() -> None:
@@ -113,8 +113,8 @@ def resolve_device(target: str) -> str:
                 return name
             log.info("device=auto: not using %s: %s", name, problem)
         return "cpu"
-    if target not in DEVICE_TARGETS:
-        raise Pix2PixError(f"device.target={target!r}: use auto, cpu, gpu or ascend")
+    if target not in DEVICES:
+        raise Pix2PixError(f"device.target={target!r}: use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
     problem = {"gpu": gpu_problem, "ascend": ascend_problem}.get(target, lambda: None)()
     if problem:
         raise Pix2PixError(f"device={target} is not available: {problem}; or use device=cpu")
@@ -125,8 +125,8 @@ def setup_device(target: str = "auto", device_id: int = 0, mode: str = "graph", 
     """Select the device and execution mode; returns the chosen device ('cpu', 'gpu', 'ascend')."""
     import mindspore as ms
 
-    if mode not in MODES:
-        raise Pix2PixError(f"device.mode={mode!r}: use graph or pynative")
+    if mode not in EXECUTION_MODES:
+        raise Pix2PixError(f"device.mode={mode!r}: use {' or '.join(EXECUTION_MODES)}")
     name = resolve_device(target)
     try:
         ms.set_device(DEVICE_TARGETS[name], device_id if name != "cpu" else None)

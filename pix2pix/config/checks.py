@@ -32,7 +32,7 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
     try:
         defaults = compose(choices, conf_dir)  # the options chosen, before any key=value
         cfg = compose(overrides, conf_dir)
-        check_value_types(cfg, defaults, overrides)
+        check_value_types(defaults, overrides)
         if uses_trained_run(cfg.task, cfg.ckpt):
             run = open_trained_run(cfg, overrides)
             if cfg.task == "train" and run.folder is not None and not run.forked and owns_the_run():
@@ -116,14 +116,20 @@ def wrong_type(key: str, defaults: DictConfig, overrides: list[str]) -> str:
     return f"{item}: {key} must be {kind}{' or null' if node._metadata.optional else ''} (default {default})"
 
 
-def check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: list[str]) -> None:
-    """An override of a number or a flag keeps its default's type (`model.lambda_L1=lots` is refused): for
-    the keys no schema types, the constructor arguments of the model, optimizer and schedule groups."""
+def check_value_types(defaults: DictConfig, overrides: list[str]) -> None:
+    """An override of a number or a flag keeps its default's type, as the command line writes it: the keys
+    no schema types (the model, optimizer and schedule groups' constructor arguments: `model.lambda_L1=lots`),
+    and the flags a schema would convert (`dataset.flip=yes` is not `true`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
     for item in overrides:
-        key = item.partition("=")[0].lstrip("+~")
+        override = parser.parse_override(item)
+        if override.is_sweep_override() or override.is_delete():
+            continue
+        key, value = override.key_or_group, override.value()
         try:
             default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
-            value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         except OmegaConfBaseException:  # an interpolation only Hydra's run can resolve: no fixed type
             continue
         kind = type(default)

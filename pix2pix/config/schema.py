@@ -3,7 +3,8 @@
 The YAML files under conf/ hold the values and say what each key means; these dataclasses hold
 only the types (every field MISSING), so that Hydra itself refuses `dataset.crop_size=abc` or
 `eval.num_images=all` while composing. Groups whose options are a class's constructor arguments
-(model, optimizer, schedule) are typed by their defaults instead (config.checks.check_value_types).
+(model, optimizer, schedule) are typed by their defaults instead, and flags must be written true or
+false, which OmegaConf alone would not ask (both in config.checks.check_value_types).
 
 No `from __future__ import annotations` here: OmegaConf reads these annotations at run time, and
 `Optional[int]` is what Python 3.9 can evaluate.

@@ -15,7 +15,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from pix2pix.choices import EXPORT_FORMATS
+from pix2pix.choices import EXPORT_FORMATS, check_choice
 from pix2pix.errors import Pix2PixError
 from pix2pix.track.files import write_failed
 
@@ -32,8 +32,7 @@ def export_generator(generator: nn.Cell, fmt: str, path: Path, input_shape: tupl
     ONNX file is written for batch 1 and its batch dimension made symbolic (see make_onnx_batch_dynamic).
     AIR (Ascend only) keeps batch 1, as the ModelZoo's export.
     """
-    if fmt not in EXPORT_FORMATS:
-        raise Pix2PixError(f"export.format={fmt}: use one of {', '.join(EXPORT_FORMATS)}")
+    check_choice("export.format", fmt, EXPORT_FORMATS)
     if fmt == "ONNX":
         onnx_module()  # a missing package is reported before the export starts
     generator.set_train(False)

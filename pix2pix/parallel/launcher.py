@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 from omegaconf import DictConfig
 
-from pix2pix.errors import Interrupted, Pix2PixError
+from pix2pix.errors import STOP_SIGNALS, Interrupted, Pix2PixError
 from pix2pix.parallel.env import WORKER_ROLE
 from pix2pix.parallel.lifeline import LAUNCHER_PID
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 MSRUN_REPORT_SECONDS = 1.5  # msrun polls its workers every second
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # msrun's own line when a worker ends badly (mindspore/parallel/cluster/process_entity/_api.py).
 WORKER_FAILED = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)")
 # MindSpore's own C++ log lines below ERROR: kept in the worker logs, not echoed to the terminal.

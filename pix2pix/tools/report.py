@@ -49,6 +49,9 @@ class Run:
 def find_runs(paths: list[Path], results_file: str) -> list[Run]:
     """Run folders holding `results_file` (and .hydra/overrides.yaml) at or below each path."""
     runs = []
+    for path in paths:
+        if path.is_file():
+            raise SystemExit(f"error: {path}: a file; give the run or sweep folder that holds {results_file}")
     for folder, (results, *_) in find_run_files(paths, results_file).items():
         overrides_file = folder / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
@@ -233,7 +236,7 @@ def performance_tables(runs: list[Run]) -> str:
     groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
     for run in runs:
         b = run.results
-        pub = figures.get(b.get("experiment") or "", {})
+        pub = figures.get(b.get("experiment") or "") or b.get("published") or {}  # older files carried theirs
         key = (pub.get("table", "Measured without published figures"), b["dataset"])
         groups.setdefault(key, []).append((b, pub))
     out = []

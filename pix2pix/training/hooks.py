@@ -15,6 +15,7 @@ import mindspore as ms
 import numpy as np
 
 from pix2pix import checkpoint
+from pix2pix.errors import STOP_SIGNALS
 from pix2pix.infer.generate import generate
 from pix2pix.track.samples import make_grid, save_png
 from pix2pix.track.tensorboard import RunWriter
@@ -136,8 +137,6 @@ class StopSignals(Hook):
     """SIGINT/SIGTERM during training: the first asks the loop to stop after the current step (with a
     checkpoint); a second one stops at once (KeyboardInterrupt; every write is atomic)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
     def __init__(self):
         self.signum: int | None = None
         self.previous = {}
@@ -156,14 +155,14 @@ class StopSignals(Hook):
         )
 
     def __enter__(self) -> StopSignals:
-        for sig in self.SIGNALS:
+        for sig in STOP_SIGNALS:
             self.previous[sig] = signal.signal(sig, self.handle)
         return self
 
     def after_step(self, trainer: Trainer) -> None:
         """MindSpore puts its own C-level SIGINT handler in place while it runs (measured: Ctrl-C then
         arrives here as SIGTERM); ours goes back on top after every step, one cheap syscall each."""
-        for sig in self.SIGNALS:
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self.handle)
 
     def __exit__(self, *exc) -> None:

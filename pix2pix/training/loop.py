@@ -72,14 +72,14 @@ class Trainer:
 
     def fit(self, resume: ResumePoint | None = None) -> dict[str, float]:
         """Train from the start, or from `resume` (the state restored by the caller); the final metrics."""
+        self.call("before_fit")
         self.val_A, self.val_B = self.data.val_arrays(self.val_num_images)
         steps = self.data.steps_per_epoch(self.ranks.size)
         self.first_epoch, skip = self.start_point(resume)
         total = self.schedule.total_epochs
+        self.log_start(steps, skip, resume)  # refuses a schedule that is already done, before the pipeline
         stream = self.data.train_dataset(self.first_epoch, total, skip, rank=self.ranks.rank, ranks=self.ranks.size)
         batches = stream.create_tuple_iterator(num_epochs=1)
-        self.log_start(steps, skip, resume)
-        self.call("before_fit")
         started = time.perf_counter()
         with self.signals:
             for epoch in range(self.first_epoch, total + 1):

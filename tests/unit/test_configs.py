@@ -141,6 +141,9 @@ def test_objects_come_from_targets(compose_cfg):
         # a key another option brings
         (["task=predict", "eval.mode=deterministic"], "eval.mode: a key of task=eval only, and this command line"),
         (["fault.kill_at_step=3"], "the fault.* keys (the tests' fault injection) come with debug=faults"),
+        (["dataset.flip=yes"], "dataset.flip=yes: dataset.flip must be true or false"),  # not converted to true
+        (["parallel.sync_bn=1"], "parallel.sync_bn must be true or false"),
+        (['dataset.crop_size="256"'], "dataset.crop_size must be an integer"),
         (["task=eval", "eval.num_imgs=3"], "'eval.num_imgs' is not a config key; check its spelling"),
         (["model.lamda_L1=10", "task=predict"], "'model.lamda_L1' is not a config key"),
         (["task=evaluate"], "task=evaluate: no such task; use one of train, eval, predict, export, benchmark"),
@@ -155,11 +158,11 @@ def test_bad_command_lines_get_one_line(overrides, expected):
 
 def test_every_task_is_an_option_and_a_function(compose_cfg):
     from pix2pix.choices import TASKS
-    from pix2pix.tasks import REGISTRY
+    from pix2pix.tasks import REGISTRY, task_function
 
     assert tuple(REGISTRY) == TASKS and set(group_options("task")) == set(TASKS)
     for task in TASKS:
-        assert compose_cfg(f"task={task}").task == task
+        assert compose_cfg(f"task={task}").task == task and callable(task_function(task))
 
 
 def test_each_task_brings_its_own_keys(compose_cfg):

@@ -109,3 +109,17 @@ def test_the_command_line_check_imports_no_mindspore():
     probe = "import sys, pix2pix.cli, pix2pix.config.checks; print(sorted(m for m in sys.modules if 'mindspore' in m))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_inference_tasks_load_no_training_code():
+    """What the imports above promise holds at run time too: eval, predict, export, the data tasks and the
+    API load nothing of training (the task registry imports a task's module when it runs)."""
+    modules = (
+        "pix2pix.tasks, pix2pix.tasks.evaluate, pix2pix.tasks.predict, pix2pix.tasks.export, pix2pix.tasks.datasets"
+    )
+    probe = (
+        f"import sys, {modules}, pix2pix.api; "
+        "print(sorted(m for m in sys.modules if m.startswith(('pix2pix.training', 'pix2pix.tasks.train'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
