@@ -112,8 +112,13 @@ def wrong_type(key: str, defaults: DictConfig, overrides: list[str]) -> str:
     # The node's declared type and whether it may be null: OmegaConf keeps them in the node's metadata.
     node = (OmegaConf.select(defaults, parent) if parent else defaults)._get_node(leaf)
     kind = {**EXPECTED, str: "a string"}.get(node._metadata.ref_type, "of another type")
-    default = OmegaConf.to_yaml({"v": node._value()}).strip()[3:]  # as it is written in YAML: true, null
-    return f"{item}: {key} must be {kind}{' or null' if node._metadata.optional else ''} (default {default})"
+    optional = " or null" if node._metadata.optional else ""
+    return f"{item}: {key} must be {kind}{optional} (default {as_yaml(node._value())})"
+
+
+def as_yaml(value: object) -> str:
+    """A default as the config files write it: true, null, 256."""
+    return OmegaConf.to_yaml({"v": value}).strip()[3:]
 
 
 def check_value_types(defaults: DictConfig, overrides: list[str]) -> None:
@@ -140,7 +145,7 @@ def check_value_types(defaults: DictConfig, overrides: list[str]) -> None:
         else:  # an int is a fine float; a bool is neither
             ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
         if not ok:
-            raise Pix2PixError(f"{item}: {key} must be {EXPECTED[kind]} (default {default})")
+            raise Pix2PixError(f"{item}: {key} must be {EXPECTED[kind]} (default {as_yaml(default)})")
 
 
 def validate_parallel(par: DictConfig) -> None:
