@@ -307,3 +307,8 @@ def read_meta(path: Path) -> dict[str, int | float | str]:
     except (OSError, ValueError, UnicodeDecodeError, struct.error) as err:
         raise Pix2PixError(f"{path}: not a readable pix2pix checkpoint ({err})") from None
     return meta
+
+
+def read_resume_point(path: Path) -> ResumePoint:
+    """Where the checkpoint at `path` left its run, read without MindSpore (see read_meta)."""
+    return ResumePoint.from_entries(read_meta(path))

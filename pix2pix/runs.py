@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pix2pix.checkpoint import read_meta
+from pix2pix.checkpoint import read_resume_point
 from pix2pix.choices import TRAINED_RUN_TASKS
 from pix2pix.errors import Pix2PixError
 from pix2pix.parallel.env import env_rank, launcher
@@ -78,7 +78,7 @@ def continues_in_place(checkpoint: Path, folder: Path) -> bool:
             return True
     except OSError as err:
         raise Pix2PixError(f"{checkpoint}: cannot be read ({err.strerror})") from None
-    return read_meta(checkpoint).get("global_step", 0) >= read_meta(last).get("global_step", 0)
+    return read_resume_point(checkpoint).global_step >= read_resume_point(last).global_step
 
 
 def _run_folder_or_none(task: str, ckpt: str | None) -> Path | None:

@@ -182,8 +182,8 @@ def record_fork(run: TrainedRun, write: bool) -> DictConfig:
     """A resume from a checkpoint older than its run's last.ckpt: the run goes on in this new folder
     (Hydra's), whose record becomes the config it trains with plus where it came from; the original
     run folder is left as it was."""
-    step = checkpoint.read_meta(run.checkpoint).get("global_step", 0)
-    last_step = checkpoint.read_meta(run.folder / LAST_CHECKPOINT).get("global_step", 0)
+    step = checkpoint.read_resume_point(run.checkpoint).global_step
+    last_step = checkpoint.read_resume_point(run.folder / LAST_CHECKPOINT).global_step
     cfg = run.cfg.copy()
     with open_dict(cfg):
         cfg.forked_from = {"run": str(run.folder), "checkpoint": str(run.checkpoint), "global_step": step}
