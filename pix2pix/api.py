@@ -20,10 +20,11 @@ from mindspore import nn
 from omegaconf import DictConfig, open_dict
 
 from pix2pix.config.compose import compose
+from pix2pix.config.implied import resolve_trained_run
 from pix2pix.infer import restore
 from pix2pix.infer.restore import start_generator
 from pix2pix.infer.translator import Translator
-from pix2pix.runs import TrainedRun, open_trained_run
+from pix2pix.runs import TrainedRun
 
 __all__ = ["Translator", "build_generator", "load_generator", "open_run"]
 
@@ -39,7 +40,7 @@ def open_run(path: str | Path, overrides: Sequence[str] = (), task: str = "predi
     current = compose([f"task={task}", *overrides])
     with open_dict(current):
         current.ckpt = str(path)
-    return open_trained_run(current, list(overrides))
+    return resolve_trained_run(current, list(overrides))
 
 
 def load_generator(

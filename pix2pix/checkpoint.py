@@ -285,28 +285,79 @@ def scalar_entry(entry: bytes) -> tuple[str, int | float | str] | None:
     return None
 
 
+def _entries(path: Path):
+    """(size, bytes) of each top-level `Checkpoint.Value` of the file: all of it when it is at most
+    LARGEST_SCALAR_ENTRY bytes, else only its head (name, dims and type come before the tensor's bytes)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while f.tell() < size:
+            head = f.read(11)
+            if not head or head[0] != 0x0A:  # not field 1 (length-delimited): the CRC trailer
+                break
+            length, start = read_varint(head, 1)
+            begin = f.tell() - len(head) + start
+            f.seek(begin)
+            yield length, f.read(min(length, LARGEST_SCALAR_ENTRY))
+            f.seek(begin + length)
+
+
 def read_meta(path: Path) -> dict[str, int | float | str]:
     """The scalar entries of a checkpoint (epoch, global_step, ...), without MindSpore and without reading
     its tensors (a 700 MB checkpoint is read in a few hundred small reads). No CRC check: `load` does that."""
     meta: dict[str, int | float | str] = {}
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            while f.tell() < size:
-                head = f.read(11)
-                if not head or head[0] != 0x0A:  # not field 1 (length-delimited): the CRC trailer
-                    break
-                length, start = read_varint(head, 1)
-                if length > LARGEST_SCALAR_ENTRY:
-                    f.seek(f.tell() - len(head) + start + length)
-                    continue
-                f.seek(f.tell() - len(head) + start)
-                found = scalar_entry(f.read(length))  # one Checkpoint.Value
-                if found:
-                    meta[found[0]] = found[1]
+        for length, entry in _entries(path):
+            found = scalar_entry(entry) if length <= LARGEST_SCALAR_ENTRY else None
+            if found:
+                meta[found[0]] = found[1]
     except (OSError, ValueError, UnicodeDecodeError, struct.error) as err:
         raise Pix2PixError(f"{path}: not a readable pix2pix checkpoint ({err})") from None
     return meta
+
+
+def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor of a MindSpore checkpoint (scalars: ()), read as read_meta reads."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        for _, entry in _entries(path):
+            name, shape = tensor_head(entry)
+            if shape is not None:
+                shapes[name] = shape
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise Pix2PixError(f"{path}: not a readable MindSpore checkpoint ({err})") from None
+    return shapes
+
+
+def tensor_head(entry: bytes) -> tuple[str, tuple[int, ...] | None]:
+    """(name, dims) of a `Checkpoint.Value` from its first bytes; dims None for a string entry."""
+    key, at = read_varint(entry, 0)
+    length, at = read_varint(entry, at)
+    if key != 0x0A:
+        raise ValueError("an entry without a name")
+    name, at = entry[at : at + length].decode(), at + length
+    key, at = read_varint(entry, at)
+    if key != 0x12:
+        raise ValueError(f"entry {name} has no tensor")
+    _, at = read_varint(entry, at)  # the tensor's size; its fields follow
+    dims: list[int] = []
+    while at < len(entry):
+        key, at = read_varint(entry, at)
+        if key == 0x08:  # dims, one varint each (proto2)
+            value, at = read_varint(entry, at)
+            dims.append(value)
+        elif key == 0x0A:  # dims, packed
+            length, at = read_varint(entry, at)
+            end = at + length
+            while at < end:
+                value, at = read_varint(entry, at)
+                dims.append(value)
+        elif key == 0x12:  # tensor_type: the dims are all read
+            length, at = read_varint(entry, at)
+            kind = entry[at : at + length].decode()
+            return name, None if kind == "str" else tuple(dims)
+        else:
+            break
+    raise ValueError(f"entry {name}: no tensor type")
 
 
 def read_resume_point(path: Path) -> ResumePoint:

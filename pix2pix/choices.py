@@ -6,7 +6,7 @@ from pix2pix.errors import Pix2PixError
 
 TRAINED_RUN_TASKS = ("eval", "predict", "export")  # work from a trained run (ckpt=)
 DATA_TASKS = ("download", "inspect", "combine")  # no network involved: model settings are not checked
-TASKS = ("train", *TRAINED_RUN_TASKS, "benchmark", *DATA_TASKS)
+TASKS = ("train", *TRAINED_RUN_TASKS, "convert", "benchmark", *DATA_TASKS)
 DATASET_DIRECTIONS = ("AtoB", "BtoA")  # which half of an aligned pair is G's input: the left (AtoB) or the right
 # The networks' own choices (model.*); sync_batch: BatchNorm over all devices (set by parallel.sync_bn=true).
 NORMS = ("batch", "instance", "none", "sync_batch")

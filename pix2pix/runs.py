@@ -199,10 +199,23 @@ def refuse_network_changes(recorded: DictConfig, cfg: DictConfig) -> None:
                 )
 
 
+def refuse_published_resume(ckpt: str, checkpoint: Path) -> None:
+    """A resume continues a pix2pix-ms checkpoint (weights, optimizers, place); published weights start a run."""
+    from pix2pix.weights.published import is_ours
+
+    if not is_ours(checkpoint):
+        raise Pix2PixError(
+            f"ckpt={ckpt}: not a pix2pix-ms checkpoint, and ckpt= resumes a training run from one; to start a new "
+            f"run from these weights use model.init_from={ckpt} (model.init_from_D= for a discriminator)"
+        )
+
+
 def open_trained_run(current: DictConfig, overrides: list[str]) -> TrainedRun:
     checkpoint = locate_checkpoint(current.ckpt, current.task)
     folder = run_folder_of(checkpoint)
     if folder is None:
+        if current.task == "train":
+            refuse_published_resume(current.ckpt, checkpoint)
         return TrainedRun(cfg=current, checkpoint=checkpoint, folder=None)
     refuse_links(folder)
     recorded = load_recorded(folder)

@@ -10,12 +10,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pix2pix.choices import CHOICES, DATA_TASKS, check_choice, check_task
 from pix2pix.config.compose import CONF_DIR, compose, group_options
+from pix2pix.config.implied import resolve_trained_run
 from pix2pix.data.images import PILLOW_PIXEL_LIMIT
 from pix2pix.data.sizes import check_sizes
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
     check_not_busy,
-    open_trained_run,
     owns_the_run,
     uses_trained_run,
 )
@@ -34,7 +34,7 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
         cfg = compose(overrides, conf_dir)
         check_value_types(defaults, overrides)
         if uses_trained_run(cfg.task, cfg.ckpt):
-            run = open_trained_run(cfg, overrides)
+            run = resolve_trained_run(cfg, overrides)
             if cfg.task == "train" and run.folder is not None and not run.forked and owns_the_run():
                 check_not_busy(run.folder)
             cfg = run.cfg
@@ -191,6 +191,10 @@ def validate(cfg: DictConfig) -> None:
         raise Pix2PixError(f"checkpoint.keep_last={keep_last}: use 1 or more, or null to keep every epoch_NNN.ckpt")
     if cfg.task in DATA_TASKS:
         return
+    for key in ("model.init_from", "model.init_from_D"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value and cfg.task == "train" and not Path(value).expanduser().exists():
+            raise Pix2PixError(f"{key}={value}: no such weights file or run folder")
     data, gen = cfg.dataset, cfg.model.generator
     check_sizes(data.load_size, data.crop_size)
     if "num_downs" in gen:

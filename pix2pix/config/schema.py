@@ -114,6 +114,13 @@ class ExportSchema:
 
 
 @dataclass
+class ConvertSchema:
+    input: Optional[str] = MISSING
+    discriminator: Optional[str] = MISSING
+    output: Optional[str] = MISSING
+
+
+@dataclass
 class BenchmarkSchema:
     warmup_steps: int = MISSING
     steps: int = MISSING
@@ -155,6 +162,7 @@ SCHEMAS = {
     "eval": EvalSchema,
     "predict": PredictSchema,
     "export": ExportSchema,
+    "convert": ConvertSchema,
     "benchmark": BenchmarkSchema,
     "inspect": InspectSchema,
     "combine": CombineSchema,

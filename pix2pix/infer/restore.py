@@ -10,14 +10,14 @@ from hydra.utils import instantiate
 from mindspore import nn
 
 from pix2pix.backend.runtime import seed_everything, setup_device
-from pix2pix.checkpoint import restore_generator
+from pix2pix.weights.published import load_into
 
 
 def build_generator(generator_cfg: Mapping, checkpoint_file: Path) -> tuple[nn.Cell, dict[str, int]]:
-    """The generator `generator_cfg` describes (a `_target_` node), with the checkpoint's weights;
-    returns it with the checkpoint's epoch and global_step."""
+    """The generator `generator_cfg` describes (a `_target_` node), with the weights of the checkpoint (ours, or
+    a published file); returns it with the checkpoint's epoch and global_step (a published file: none)."""
     generator = instantiate(generator_cfg)
-    return generator, restore_generator(generator, checkpoint_file)
+    return generator, load_into(generator, checkpoint_file, "G")
 
 
 def start_generator(

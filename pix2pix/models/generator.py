@@ -139,16 +139,11 @@ class ResnetGenerator(nn.Cell):
             ]
         layers += [ResnetBlock(ngf * 4, norm, use_dropout) for _ in range(n_blocks)]
         for mult in (4, 2):
+            # PyTorch's ConvTranspose2d(3, stride 2, padding 1, output_padding 1): cropped by 1 above and left
+            # only. MindSpore's output_padding=1 would leave the extra row and column unlike the reference's.
             layers += [
                 nn.Conv2dTranspose(
-                    ngf * mult,
-                    ngf * mult // 2,
-                    3,
-                    stride=2,
-                    pad_mode="pad",
-                    padding=1,
-                    output_padding=1,
-                    has_bias=bias,
+                    ngf * mult, ngf * mult // 2, 3, stride=2, pad_mode="pad", padding=(1, 0, 1, 0), has_bias=bias
                 ),
                 norm_layer(norm, ngf * mult // 2),
                 nn.ReLU(),

@@ -22,6 +22,7 @@ REGISTRY = {
     "eval": "pix2pix.tasks.evaluate:run",
     "predict": "pix2pix.tasks.predict:run",
     "export": "pix2pix.tasks.export:run",
+    "convert": "pix2pix.tasks.convert:run",
     "benchmark": "pix2pix.tasks.benchmark:run",
     "download": "pix2pix.tasks.datasets:download",
     "inspect": "pix2pix.tasks.datasets:inspect",

@@ -7,8 +7,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pix2pix.config.checks import validate
+from pix2pix.config.implied import resolve_trained_run
 from pix2pix.data.aligned import AlignedData
-from pix2pix.runs import TrainedRun, open_trained_run
+from pix2pix.runs import TrainedRun
 
 
 def build_dataset(cfg: DictConfig) -> AlignedData:
@@ -22,6 +23,6 @@ def command_line_overrides() -> list[str]:
 
 def trained_run(cfg: DictConfig, overrides: list[str] | None = None) -> TrainedRun:
     """The run (or checkpoint file) `ckpt=` names, with the config it trained with under this command's keys."""
-    run = open_trained_run(cfg, command_line_overrides() if overrides is None else overrides)
+    run = resolve_trained_run(cfg, command_line_overrides() if overrides is None else overrides)
     validate(run.cfg)
     return run

@@ -35,6 +35,10 @@ def run(cfg: DictConfig) -> float | None:
     resume_from, forked = None, False
     overrides = command_line_overrides()
     if cfg.ckpt:
+        if any(o.startswith(("model.init_from=", "model.init_from_D=")) for o in overrides):
+            raise Pix2PixError(
+                "model.init_from starts a new run from other weights, and ckpt= resumes a run from its own: drop one"
+            )
         kept = [o for o in overrides if not o.startswith(("ckpt=", "task="))]
         resumed = trained_run(cfg, kept)
         cfg, resume_from = resumed.cfg, resumed.checkpoint
@@ -93,6 +97,33 @@ def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrai
     )
 
 
+def init_networks(model: DictConfig, step: Pix2PixTrainStep) -> None:
+    """model.init_from / init_from_D: G and D start from those weights (a run folder's last.ckpt, a checkpoint,
+    or a published file); the optimizers start fresh."""
+    from pix2pix.weights.published import has_discriminator, load_into
+
+    g_from = init_file("model.init_from", model.get("init_from"))
+    d_from = init_file("model.init_from_D", model.get("init_from_D"))
+    if d_from is None and g_from is not None and has_discriminator(g_from):
+        d_from = g_from
+    for role, net, path in (("G", step.G, g_from), ("D", step.D, d_from)):
+        if path is not None:
+            load_into(net, path, role)
+            log.info("%s starts from %s (fresh optimizer)", role, path)
+
+
+def init_file(key: str, value: str | None) -> Path | None:
+    """The weights file `key` names: a file, or a run folder's checkpoints/last.ckpt."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir() and (path / LAST_CHECKPOINT).is_file():
+        return path / LAST_CHECKPOINT
+    if not path.is_file():
+        raise Pix2PixError(f"{key}={value}: no such weights file or run folder")
+    return path
+
+
 def check_sync_bn(par: DictConfig, device: str) -> None:
     if par.sync_bn and device == "cpu":
         raise Pix2PixError(
@@ -126,6 +157,8 @@ def train(cfg: DictConfig, resume_from: Path | None = None, forked: bool = False
     data.prepare()
     step = build_train_step(cfg, ranks)
     resume = checkpoint.restore_training(step, resume_from) if resume_from else None
+    if resume is None:
+        init_networks(cfg.model, step)
     if resume:
         log.info(
             "resuming from %s: %d epochs and %d steps done (global step %d)",

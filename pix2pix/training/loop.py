@@ -91,7 +91,7 @@ class Trainer:
                     raise self.interrupted(self.checkpoints.last)
         final = self.validate()
         log.info(
-            "validation L1 of the trained generator: %.4f (untrained: %.4f); PSNR %.2f dB, SSIM %.4f",
+            "validation L1 of the trained generator: %.4f (at the start: %.4f); PSNR %.2f dB, SSIM %.4f",
             *(final["L1"], self.val_L1_before, final["psnr"], final["ssim"]),
         )
         check_in_sync(self.ranks, self.step.G, self.step.D)
@@ -159,7 +159,7 @@ class Trainer:
         if resume is None:
             self.val_L1_before = self.validate()["L1"]
             log.info(
-                "validation L1 of the untrained generator: %.4f (%d %s images, %s mode)",
+                "validation L1 of the generator before training: %.4f (%d %s images, %s mode)",
                 *(self.val_L1_before, len(self.val_A), self.data.name, self.val_mode),
             )
             return 1, 0

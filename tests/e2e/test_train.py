@@ -42,7 +42,7 @@ def test_log_has_one_line_per_epoch_and_the_l1_before_and_after(trained_run):
     for line in epoch_lines:
         for field in ("loss_D_real", "loss_D_fake", "loss_G_GAN", "loss_G_L1", "lr ", "ms/step", "img/s", "elapsed"):
             assert field in line, field
-    assert "validation L1 of the untrained generator" in log
+    assert "validation L1 of the generator before training" in log
     assert "validation L1 of the trained generator" in log
     assert "device: cpu" in log
     metrics = json.loads((run_dir / "metrics.json").read_text())

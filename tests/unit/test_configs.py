@@ -146,7 +146,7 @@ def test_objects_come_from_targets(compose_cfg):
         (['dataset.crop_size="256"'], "dataset.crop_size must be an integer"),
         (["task=eval", "eval.num_imgs=3"], "'eval.num_imgs' is not a config key; check its spelling"),
         (["model.lamda_L1=10", "task=predict"], "'model.lamda_L1' is not a config key"),
-        (["task=evaluate"], "task=evaluate: no such task; use one of train, eval, predict, export, benchmark"),
+        (["task=evaluate"], "task=evaluate: no such task; use one of train, eval, predict, export, convert, benchmark"),
     ],
 )
 def test_bad_command_lines_get_one_line(overrides, expected):

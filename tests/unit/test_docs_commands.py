@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # received/run one whose recorded config was tampered with, as the docs' example says.
 RUN_PLACEHOLDERS = ("outputs/DATE/TIME", "outputs/2026-11-25/10-00-00", "outputs/...", "received/run")
 WHOLE_VALUE_PLACEHOLDERS = {"ckpt=RUN": "ckpt=outputs/DATE/TIME", "ckpt=...": "ckpt=outputs/DATE/TIME"}
+# Published files the docs name, in the folder a command runs in: the fixtures of their formats.
+PUBLISHED_FILES = {
+    "latest_net_G.pth": "unet_256.zip.pth",
+    "latest_net_D.pth": "basic_d.zip.pth",
+    "pix2pix_facades.pth": "unet_256.mmagic.pth",
+    "Generator_200.ckpt": "Generator_200.ckpt",
+    "facades.ckpt": "Generator_200.ckpt",
+}
+FIXTURES = ROOT / "tests" / "fixtures" / "published"
 EXPERIMENT_PLACEHOLDERS = ("experiment=$e", "experiment=NAME")  # a shell loop over every experiment
 COMMAND = re.compile(r"^(?:\$ )?python launch\.py(?P<args>(?: .*)?)$")
 INLINE = re.compile(r"`(?:\$ )?python launch\.py(?P<args>(?: [^`]*)?)`")
@@ -105,6 +115,8 @@ def test_every_documented_command_passes_the_check(where, args, error, runs, tmp
     if overrides is None:
         return  # not a command the check sees: Hydra handles --help, --cfg and shell substitutions
     monkeypatch.chdir(tmp_path)
+    for name, fixture in PUBLISHED_FILES.items():
+        shutil.copyfile(FIXTURES / fixture, tmp_path / name)
     overrides = [with_runs(item, runs) for item in overrides]
     if error is None:
         check_overrides(overrides)

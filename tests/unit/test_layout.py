@@ -18,6 +18,7 @@ LAYERS = [
     {"choices", "track"},
     {"backend", "parallel", "models", "scoring", "targets"},
     {"data", "checkpoint"},
+    {"weights"},
     {"runs"},
     {"config"},
     {"infer"},

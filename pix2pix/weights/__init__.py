@@ -1,0 +1,1 @@
+"""Weights from elsewhere: PyTorch files read without PyTorch, published networks mapped onto ours."""
