@@ -122,8 +122,11 @@ def save(
     state: dict[str, ms.Parameter],
     meta: dict[str, int | float | str],
     before_rename: Callable[[], None] | None = None,
+    replace: bool = True,
+    advice: str = "or lower checkpoint.keep_last",
 ) -> Path:
-    """Write `state` and `meta` to `path` without ever leaving a half-written file there.
+    """Write `state` and `meta` to `path` without ever leaving a half-written file there; with
+    replace=False, never over a file already at `path` (one line says it exists).
 
     The file gets the permissions of any file its owner writes (the umask), not MindSpore's
     owner-only read-only mode, so a run folder shared with a group stays readable. A failed write
@@ -141,10 +144,15 @@ def save(
         fsync_file(tmp)
         if before_rename:  # fault injection (tests): a kill between the write and the rename
             before_rename()
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails, atomically, where a file already is
         fsync_folder(path.parent)
+    except FileExistsError:
+        raise Pix2PixError(f"{path}: already exists; choose another file name (or remove it)") from None
     except OSError as err:
-        raise write_failed(path, err, "writing the checkpoint", "or lower checkpoint.keep_last") from None
+        raise write_failed(path, err, "writing the checkpoint", advice) from None
     finally:
         for leftover in (tmp, tmp.with_suffix(".tmp")):  # MindSpore writes <name>.tmp before its own rename
             leftover.unlink(missing_ok=True)
@@ -285,9 +293,10 @@ def scalar_entry(entry: bytes) -> tuple[str, int | float | str] | None:
     return None
 
 
-def _entries(path: Path):
+def _entries(path: Path, whole: bool = False):
     """(size, bytes) of each top-level `Checkpoint.Value` of the file: all of it when it is at most
-    LARGEST_SCALAR_ENTRY bytes, else only its head (name, dims and type come before the tensor's bytes)."""
+    LARGEST_SCALAR_ENTRY bytes, else only its head (name, dims and type come before the tensor's bytes).
+    whole: an entry that runs past the end of the file (a cut download) is an error."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         while f.tell() < size:
@@ -296,6 +305,8 @@ def _entries(path: Path):
                 break
             length, start = read_varint(head, 1)
             begin = f.tell() - len(head) + start
+            if whole and begin + length > size:
+                raise ValueError(f"the file ends inside an entry, {begin + length - size} bytes short (cut short?)")
             f.seek(begin)
             yield length, f.read(min(length, LARGEST_SCALAR_ENTRY))
             f.seek(begin + length)
@@ -319,7 +330,7 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """The name and shape of every tensor of a MindSpore checkpoint (scalars: ()), read as read_meta reads."""
     shapes: dict[str, tuple[int, ...]] = {}
     try:
-        for _, entry in _entries(path):
+        for _, entry in _entries(path, whole=True):
             name, shape = tensor_head(entry)
             if shape is not None:
                 shapes[name] = shape

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pix2pix.checkpoint import read_resume_point
+from pix2pix.checkpoint import read_meta, read_resume_point
 from pix2pix.choices import TRAINED_RUN_TASKS
 from pix2pix.errors import Pix2PixError
 from pix2pix.parallel.env import env_rank, launcher
@@ -21,6 +21,7 @@ from pix2pix.parallel.lifeline import LAUNCHER_PID
 from pix2pix.targets import load_config
 from pix2pix.track.files import natural_key
 from pix2pix.track.locks import FileLock
+from pix2pix.weights.published import IMPLIED_META, is_ours
 
 # Keys that describe this invocation, not the trained model: they come from the command
 # line's config. Everything else (model, dataset, seed, paths, ...) comes from the run.
@@ -201,13 +202,16 @@ def refuse_network_changes(recorded: DictConfig, cfg: DictConfig) -> None:
 
 def refuse_published_resume(ckpt: str, checkpoint: Path) -> None:
     """A resume continues a pix2pix-ms checkpoint (weights, optimizers, place); published weights start a run."""
-    from pix2pix.weights.published import is_ours
-
     if not is_ours(checkpoint):
-        raise Pix2PixError(
-            f"ckpt={ckpt}: not a pix2pix-ms checkpoint, and ckpt= resumes a training run from one; to start a new "
-            f"run from these weights use model.init_from={ckpt} (model.init_from_D= for a discriminator)"
-        )
+        what = "not a pix2pix-ms checkpoint"
+    elif IMPLIED_META in read_meta(checkpoint):
+        what = "converted weights, without the optimizers and the place of a run"
+    else:
+        return
+    raise Pix2PixError(
+        f"ckpt={ckpt}: {what}, and ckpt= resumes a training run from its checkpoint; to start a new run from "
+        f"these weights use model.init_from={ckpt} (model.init_from_D= for a discriminator)"
+    )
 
 
 def open_trained_run(current: DictConfig, overrides: list[str]) -> TrainedRun:

@@ -36,12 +36,18 @@ def loose_file_config(current: DictConfig, checkpoint: Path, overrides: list[str
     return apply_implied(current, implied, overrides)
 
 
+def set_by(key: str, chosen: set[str]) -> bool:
+    """Whether the command line sets `key`: itself, or the group it is in (dataset=maps sets dataset.direction)."""
+    parts = key.split(".")
+    return any(".".join(parts[:n]) in chosen for n in range(1, len(parts) + 1))
+
+
 def apply_implied(current: DictConfig, implied: list[str], overrides: list[str]) -> DictConfig:
     """`current` with the `implied` overrides (group=option or key=value) applied where the command line's
     `overrides` do not set the same key or group; the command line's values win everywhere."""
     chosen = {item.partition("=")[0].lstrip("+~").replace("/", ".") for item in overrides}
     cfg = current.copy()
-    applied = [item for item in implied if item.partition("=")[0].replace("/", ".") not in chosen]
+    applied = [item for item in implied if not set_by(item.partition("=")[0].replace("/", "."), chosen)]
     with open_dict(cfg):
         for item in applied:
             key, _, value = item.partition("=")

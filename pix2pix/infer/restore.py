@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from mindspore import nn
 
 from pix2pix.backend.runtime import seed_everything, setup_device
-from pix2pix.weights.published import load_into
+from pix2pix.weights.mapping import load_into
 
 
 def build_generator(generator_cfg: Mapping, checkpoint_file: Path) -> tuple[nn.Cell, dict[str, int]]:

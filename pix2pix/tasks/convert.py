@@ -4,26 +4,31 @@ written atomically, then read back and compared tensor by tensor."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pix2pix import checkpoint
 from pix2pix.backend.runtime import setup_device
 from pix2pix.config.implied import apply_implied
 from pix2pix.errors import Pix2PixError
 from pix2pix.tasks.common import command_line_overrides
-from pix2pix.weights.published import IMPLIED_META, Published, describe, has_discriminator, weights_for
+from pix2pix.weights.mapping import weights_for
+from pix2pix.weights.published import IMPLIED_FORMS, IMPLIED_META, Published, describe, has_discriminator, is_ours
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
+    """Check the keys and files (an existing output is never replaced), then convert."""
     conv = cfg.convert
     source = existing_file("convert.input", conv.input)
+    if is_ours(source):
+        raise Pix2PixError(f"convert.input={conv.input}: already a pix2pix-ms checkpoint; use it as ckpt= as it is")
     if not conv.output:
         raise Pix2PixError("task=convert needs convert.output=FILE.ckpt: the pix2pix-ms checkpoint to write")
     output = Path(conv.output).expanduser()
@@ -36,6 +41,7 @@ def run(cfg: DictConfig) -> None:
 
 
 def existing_file(key: str, value: str) -> Path:
+    """The file `key` names; one line when it is not given or not there."""
     if not value:
         raise Pix2PixError(f"task=convert needs {key}=FILE (a published .pth or .ckpt)")
     path = Path(value).expanduser()
@@ -47,8 +53,8 @@ def existing_file(key: str, value: str) -> Path:
 def convert(cfg: DictConfig, source: Path, d_file: Path | None, output: Path) -> dict[str, str]:
     """Write `output` from the published G at `source` (and D at `d_file`); returns its meta."""
     published = [describe(source, "G"), *([describe(d_file, "D")] if d_file else [])]
-    implied = merged_overrides(published)
-    cfg = apply_implied(cfg, implied, command_line_overrides())
+    overrides = command_line_overrides()
+    cfg = apply_implied(cfg, merged_overrides(published), overrides)
     setup_device(**cfg.device)
     networks = {"G": instantiate(cfg.model.generator)}
     if d_file:
@@ -58,16 +64,18 @@ def convert(cfg: DictConfig, source: Path, d_file: Path | None, output: Path) ->
         log.info("%s", pub.describe())
         for note in pub.notes:
             log.info("%s", note)
-        net = networks[pub.role]
-        for name, array in weights_for(pub, net).items():
+        for name, array in weights_for(pub, networks[pub.role]).items():
             arrays[f"{pub.role}.{name}"] = array
     state = {
         name: param for role, net in networks.items() for name, param in checkpoint.network_state(role, net).items()
     }
     for name, param in state.items():
         param.set_data(ms.Tensor(arrays[name]))
-    meta = {IMPLIED_META: " ".join(implied), "converted_from": str(source.absolute())}
-    checkpoint.save(output, state, meta)
+    meta = {
+        IMPLIED_META: " ".join(recorded_overrides(cfg, published, overrides)),
+        "converted_from": str(source.absolute()),
+    }
+    checkpoint.save(output, state, meta, replace=False, advice="or check that you may write there")
     verify(output, arrays)
     roles = " and ".join(f"{pub.role} ({pub.table.network})" for pub in published)
     log.info(
@@ -92,7 +100,25 @@ def merged_overrides(published: list[Published]) -> list[str]:
     return [f"{key}={value}" for key, value in merged.items()]
 
 
+def recorded_overrides(cfg: DictConfig, published: list[Published], overrides: list[str]) -> list[str]:
+    """What the checkpoint records for its later use: the files' implied keys with the values the networks were
+    built with (the command line's where it set them), and its own choices of the same kinds."""
+    chosen = {item.partition("=")[0]: item for item in overrides if any(re.fullmatch(f, item) for f in IMPLIED_FORMS)}
+    recorded = {}
+    for item in merged_overrides(published):
+        key = item.partition("=")[0]
+        if "/" in key:
+            recorded[key] = chosen.get(key, item)
+        else:
+            value = OmegaConf.select(cfg, key)
+            recorded[key] = f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+    for key, item in chosen.items():
+        recorded.setdefault(key, item)
+    return list(recorded.values())
+
+
 def verify(output: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Read `output` back: every tensor equal to what was written, and its recorded overrides there."""
     loaded = checkpoint.load(output)
     for name, array in arrays.items():
         if name not in loaded or not np.array_equal(loaded[name].asnumpy(), array):

@@ -24,6 +24,8 @@ from pix2pix.track.tensorboard import RunWriter
 from pix2pix.training.hooks import Checkpoints, Faults, TensorBoard
 from pix2pix.training.loop import Trainer
 from pix2pix.training.step import Pix2PixTrainStep
+from pix2pix.weights.mapping import load_into
+from pix2pix.weights.published import has_discriminator
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +102,6 @@ def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrai
 def init_networks(model: DictConfig, step: Pix2PixTrainStep) -> None:
     """model.init_from / init_from_D: G and D start from those weights (a run folder's last.ckpt, a checkpoint,
     or a published file); the optimizers start fresh."""
-    from pix2pix.weights.published import has_discriminator, load_into
-
     g_from = init_file("model.init_from", model.get("init_from"))
     d_from = init_file("model.init_from_D", model.get("init_from_D"))
     if d_from is None and g_from is not None and has_discriminator(g_from):

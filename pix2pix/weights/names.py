@@ -27,7 +27,7 @@ IGNORED_LEAVES = ("num_batches_tracked",)  # PyTorch's BatchNorm counter: no cou
 
 @dataclass(frozen=True)
 class Row:
-    layer: str  # our name for it in ../shared/bench/param_order.txt's style (down2.conv, up1.deconv, conv3)
+    layer: str  # a readable name for it (down2.conv, up1.deconv, conv3)
     kind: str
     shape: tuple[int, ...]  # the weight's (a norm's channels) at ngf = ndf = 64
     names: dict[str, str | None]  # by naming; None: that publisher has no such network
@@ -56,6 +56,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def read_table(network: str, role: str, overrides: list[str]) -> Table:
+    """tables/<network>.tsv: a header line, then one tab-separated row per weighted layer."""
     rows = []
     lines = (TABLES_DIR / f"{network}.tsv").read_text().splitlines()
     header = lines[0].split("\t")

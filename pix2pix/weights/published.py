@@ -1,37 +1,30 @@
-"""Weights from elsewhere: which file this is, which network it holds, and its tensors mapped onto ours.
+"""Weights from elsewhere: which file this is, which network it holds, and the config that builds it.
 
 Three publishers' files are recognised by their content, whatever they are called:
 - pytorch-CycleGAN-and-pix2pix's latest_net_G.pth / latest_net_D.pth (a bare state_dict; zip or legacy);
 - MMagic's (MMGeneration's, MMEditing's) .pth: {'meta', 'state_dict'} with generator(s)./discriminator(s).;
 - the MindSpore ModelZoo's Generator_200.ckpt (a MindSpore checkpoint with the ModelZoo's names).
-Our own checkpoints (G./D. entries) pass through to pix2pix.checkpoint. The network is found by matching
-the file's tensor names against the name tables (pix2pix.weights.names); its widths and channels are read
-off the shapes. Describing a file reads its names and shapes only; `weights_for` reads the tensors.
+The network is found by matching the file's tensor names against the name tables (pix2pix.weights.names);
+its widths and channels are read off the shapes. Describing a file reads its names and shapes only;
+pix2pix.weights.mapping reads the tensors onto our cells.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from pix2pix import checkpoint
 from pix2pix.errors import Pix2PixError
-from pix2pix.weights.names import IGNORED_LEAVES, LEAVES, OUR_LEAVES, Row, Table, name_hint, tables
-from pix2pix.weights.torchfile import LazyTensor, is_torch_file, read_torch_file
+from pix2pix.weights.names import IGNORED_LEAVES, LEAVES, Row, Table, name_hint, tables
+from pix2pix.weights.torchfile import LazyTensor, is_torch_file, is_zip, read_torch_file
 
-if TYPE_CHECKING:
-    from mindspore import nn
-
-log = logging.getLogger(__name__)
-
-OURS = "pix2pix-ms"
 PUBLISHERS = {
     "reference": "pytorch-CycleGAN-and-pix2pix",
     "mmagic": "MMagic",
@@ -43,11 +36,6 @@ MMAGIC_PREFIXES = {"G": ("generator.", "generators."), "D": ("discriminator.", "
 # loss_netG.netG... for BatchNorm statistics; optimizerg.net_generator... in the mindspore-courses copy):
 # the network's own names follow the first of these.
 MODELZOO_OWNERS = {"G": ("netG.", "net_generator."), "D": ("netD.", "net_discriminator.")}
-# The ModelZoo's U-Net concatenates (up path, skip), ours and the reference (skip, up path): the input
-# channels of every transposed conv but the innermost come in the other order. Its outermost transposed
-# conv and the first and last convs of its D have no bias: ours is set to zero, the same function.
-UP_PATH_FIRST = ("modelzoo",)
-BIAS_OPTIONAL = ("modelzoo",)
 
 
 @dataclass(frozen=True)
@@ -62,9 +50,9 @@ class Published:
     prefix: str  # stripped from the file's names (MMagic's generators.photo.; the ModelZoo's netG.)
     shapes: dict[str, tuple[int, ...]]  # the role's tensors (prefix stripped), without IGNORED_LEAVES
     sources: dict[str, str]  # the same names -> the names in the file
-    bgr: bool = False  # trained on BGR images (MMGeneration, MMagic): the first and last layers are flipped to RGB
+    bgr: bool = False  # trained on BGR images (MMGeneration, MMagic): flipped to RGB where it meets images
     implied: tuple[str, ...] = ()  # overrides that build this network
-    notes: tuple[str, ...] = field(default_factory=tuple)  # what the file cannot say
+    notes: tuple[str, ...] = ()  # what the file cannot say
 
     @property
     def framework(self) -> str:
@@ -72,9 +60,10 @@ class Published:
 
     def describe(self) -> str:
         where = f" (under {self.prefix.rstrip('.')})" if self.prefix else ""
-        colour = "; BGR-trained, its first and last layers flipped to RGB" if self.bgr else ""
+        layers = "first and last layers" if self.role == "G" else "first layer"
+        colour = f"; BGR-trained, its {layers} flipped to RGB" if self.bgr else ""
         return (
-            f"{self.path}: a {PUBLISHERS[self.naming]} {ROLE_NAMES[self.role]}{where}, {self.container}, "
+            f"{self.path}: {PUBLISHERS[self.naming]}'s {ROLE_NAMES[self.role]}{where}, {self.container}, "
             f"{self.table.network}{colour}; implies {' '.join(self.implied)}"
         )
 
@@ -87,17 +76,14 @@ def is_ours(path: Path) -> bool:
 
 
 def has_discriminator(path: Path) -> bool:
-    """Whether a published file holds a discriminator besides its generator (MMagic's do)."""
+    """Whether a file holds a discriminator besides its generator (MMagic's do, and our checkpoints)."""
     if not is_torch_file(path):
-        return False
-    return any(name.startswith(MMAGIC_PREFIXES["D"]) for name in _state_dict(path, read_tensors=False))
+        return any(name.startswith("D.") for name in _mindspore_shapes(path))
+    return any(name.startswith(MMAGIC_PREFIXES["D"]) for name in state_dict(path, read_tensors=False))
 
 
 def _mindspore_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    try:
-        shapes = checkpoint.read_shapes(path)
-    except Pix2PixError:
-        shapes = {}
+    shapes = checkpoint.read_shapes(path)  # a damaged MindSpore checkpoint: one line saying how
     if not shapes:
         raise Pix2PixError(
             f"{path}: neither a PyTorch file (torch.save) nor a MindSpore checkpoint; pass a pix2pix-ms .ckpt, a "
@@ -106,7 +92,7 @@ def _mindspore_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _state_dict(path: Path, read_tensors: bool = True) -> dict[str, Any]:
+def state_dict(path: Path, read_tensors: bool = True) -> dict[str, Any]:
     """The file's state_dict (a bare one, or MMagic's under 'state_dict'; a DataParallel `module.` dropped),
     its tensors as arrays, or as LazyTensors (shapes only) with read_tensors=False."""
     obj = read_torch_file(path, read_tensors)
@@ -135,15 +121,16 @@ def _role_part(path: Path, names: list[str], role: str) -> tuple[str, str]:
     return "", ""
 
 
-def _leaves(row: Row, framework: str) -> tuple[str, ...]:
+def leaves(row: Row, framework: str) -> tuple[str, ...]:
+    """The tensor names of a row's layer in `framework`'s files (torch: weight, bias, running_mean, ...)."""
     return LEAVES[framework][row.kind]
 
 
 def _match(table: Table, naming: str, framework: str, shapes: Mapping[str, tuple]) -> tuple[bool, int, list[str]]:
     """Whether the file holds exactly this table's network (its norms all there, or none: instance norm),
     how many of the table's layers it has, and the file's tensors the table does not name."""
-    known = {f"{row.names[naming]}.{leaf}" for row in table.rows for leaf in _leaves(row, framework)}
-    has = [f"{row.names[naming]}.{_leaves(row, framework)[0]}" in shapes for row in table.rows]
+    known = {f"{row.names[naming]}.{leaf}" for row in table.rows for leaf in leaves(row, framework)}
+    has = [f"{row.names[naming]}.{leaves(row, framework)[0]}" in shapes for row in table.rows]
     convs = [present for row, present in zip(table.rows, has) if row.kind != "norm"]
     norms = [present for row, present in zip(table.rows, has) if row.kind == "norm"]
     unknown = [name for name in shapes if name not in known]
@@ -155,8 +142,8 @@ def describe(path: Path, role: str = "G") -> Published:
     """The `role` network of the published file at `path`: its format, table and implied config (names and
     shapes only: no tensor is read). A file that matches no table is one line naming the first difference."""
     if is_torch_file(path):
-        in_file = {name: tensor.size for name, tensor in _state_dict(path, read_tensors=False).items()}
-        container, framework = ("PyTorch zip" if _is_zip(path) else "PyTorch legacy"), "torch"
+        in_file = {name: tensor.size for name, tensor in state_dict(path, read_tensors=False).items()}
+        container, framework = ("PyTorch zip" if is_zip(path) else "PyTorch legacy"), "torch"
         naming, prefix = _role_part(path, list(in_file), role)
         naming = naming or "reference"
         sources = {name[len(prefix) :]: name for name in in_file if name.startswith(prefix)}
@@ -179,15 +166,19 @@ def _modelzoo_part(path: Path, shapes: Mapping[str, tuple], role: str) -> tuple[
     """(prefix, {network name: file name}) of the role's tensors in a ModelZoo checkpoint: what follows its
     owner (netG.), or the names as they are in a checkpoint of the bare network. Scalars are not weights."""
     tensors = [name for name, shape in shapes.items() if shape != ()]
+    if any(name.startswith(("G.", "D.")) for name in tensors):
+        raise Pix2PixError(f"{path}: already a pix2pix-ms checkpoint: use it as it is (ckpt=, model.init_from=)")
     for owner in MODELZOO_OWNERS[role]:
-        found = {_after(owner, name): name for name in tensors if _after(owner, name)}
+        found: dict[str, str] = {}
+        for name in tensors:
+            inside = _after(owner, name)
+            if inside and found.setdefault(inside, name) != name:  # e.g. a training checkpoint's Adam moments
+                raise Pix2PixError(f"{path}: holds both {found[inside]} and {name}; a ModelZoo generator has one")
         if found:
             return f"...{owner}", found
     other = "D" if role == "G" else "G"
     if any(_after(owner, name) for owner in MODELZOO_OWNERS[other] for name in tensors):
         return "", {}
-    if any(name.startswith(("G.", "D.")) for name in tensors):
-        raise Pix2PixError(f"{path}: a pix2pix-ms checkpoint")  # never reached: is_ours comes first
     return "", {name: name for name in tensors}
 
 
@@ -195,11 +186,6 @@ def _after(owner: str, name: str) -> str:
     """What follows `owner` as a whole component of `name` (netG. in optimizerG.netG.x, not in loss_netG.)."""
     found = re.search(rf"(?:^|\.){re.escape(owner)}(.+)", name)
     return found.group(1) if found else ""
-
-
-def _is_zip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"
 
 
 def _pick_table(path: Path, role: str, naming: str, framework: str, shapes: Mapping[str, tuple]) -> Table:
@@ -221,8 +207,6 @@ def _pick_table(path: Path, role: str, naming: str, framework: str, shapes: Mapp
             )
     _, best, unknown = max(scored, key=lambda item: item[0])
     missing = _first_missing(best, naming, framework, shapes)
-    if role == "D" and not shapes:
-        raise Pix2PixError(f"{path}: holds no {ROLE_NAMES[role]} tensors")
     detail = f"lacks {missing}" if missing else f"has {unknown[0]}, which no {best.network} has"
     raise Pix2PixError(
         f"{path}: not a {ROLE_NAMES[role]} this project reads as {PUBLISHERS[naming]}'s: closest is {best.network}, "
@@ -232,7 +216,7 @@ def _pick_table(path: Path, role: str, naming: str, framework: str, shapes: Mapp
 
 def _first_missing(table: Table, naming: str, framework: str, shapes: Mapping[str, tuple]) -> str | None:
     for row in table.rows:
-        weight = f"{row.names[naming]}.{_leaves(row, framework)[0]}"
+        weight = f"{row.names[naming]}.{leaves(row, framework)[0]}"
         if weight not in shapes:
             return weight
     return None
@@ -253,7 +237,7 @@ def _implied(pub: Published) -> tuple[list[str], list[str]]:
     last_row = rows[-1]
     last = shapes[f"{last_row.names[pub.naming]}.weight"]
     norm_rows = [row for row in rows if row.kind == "norm"]
-    has_norm = any(f"{row.names[pub.naming]}.{_leaves(row, pub.framework)[0]}" in shapes for row in norm_rows)
+    has_norm = any(f"{row.names[pub.naming]}.{leaves(row, pub.framework)[0]}" in shapes for row in norm_rows)
     implied, notes = list(pub.table.overrides), []
     width = first[0]
     norm = "batch" if has_norm or not norm_rows else "instance"
@@ -268,133 +252,13 @@ def _implied(pub: Published) -> tuple[list[str], list[str]]:
         implied += [f"model.discriminator.ndf={width}"]
     implied.append(f"model.norm={norm}")
     if norm == "instance":
-        notes.append("no BatchNorm in the file: model.norm=instance assumed (model.norm=none if it had no norm)")
-    implied.append("model.pad_mode=CONSTANT")  # every published layout pads with zeros
+        notes.append("no BatchNorm in the file: model.norm=instance assumed (networks without norms are not read)")
+    implied.append("model.pad_mode=CONSTANT")  # every published U-Net and PatchGAN pads its 4x4 convs with zeros
     hint = name_hint(pub.path)
     if hint and pub.role == "G":
         implied.append(f"dataset.direction={hint.direction}")
         notes.append(f"the name says {hint.contains}: trained on {hint.dataset}, dataset.direction={hint.direction}")
     return implied, notes
-
-
-# --- onto our networks -------------------------------------------------------------------------------
-
-
-def weighted_cells(net: nn.Cell) -> list[tuple[str, str, nn.Cell]]:
-    """(name, kind, cell) of the network's convs, transposed convs and BatchNorms, in cell order."""
-    from mindspore import nn
-
-    found = []
-    for name, cell in net.cells_and_names():
-        if isinstance(cell, nn.Conv2dTranspose):
-            found.append((name, "deconv", cell))
-        elif isinstance(cell, nn.Conv2d):
-            found.append((name, "conv", cell))
-        elif isinstance(cell, (nn.BatchNorm2d, nn.SyncBatchNorm)):
-            found.append((name, "norm", cell))
-    return found
-
-
-def pairs(pub: Published, net: nn.Cell) -> list[tuple[str, str, tuple[int, ...]]]:
-    """(our parameter name, the file's tensor name, our shape) for every parameter of `net`; one line
-    naming the first tensor that differs (and the overrides that would fit) when the networks differ."""
-    ours = weighted_cells(net)
-    rows = [row for row in pub.table.rows if row.kind != "norm" or any(kind == "norm" for _, kind, _ in ours)]
-    fit = " ".join(pub.implied)
-    if [row.kind for row in rows] != [kind for _, kind, _ in ours]:
-        raise Pix2PixError(
-            f"{pub.path}: holds a {pub.table.network} {ROLE_NAMES[pub.role]}, and the model config builds another "
-            f"network ({len(ours)} weighted layers, the file's {len(rows)}): use {fit}"
-        )
-    found, used = [], set()
-    for (cell_name, kind, cell), row in zip(ours, rows):
-        module = row.names[pub.naming]
-        for ours_leaf, file_leaf in zip(OUR_LEAVES[kind], _leaves(row, pub.framework)):
-            param = getattr(cell, ours_leaf, None)
-            source = f"{module}.{file_leaf}"
-            if param is None:
-                continue
-            if source not in pub.shapes and ours_leaf == "bias" and pub.naming in BIAS_OPTIONAL:
-                found.append((f"{cell_name}.{ours_leaf}", "", tuple(param.shape)))  # zero
-                continue
-            if source not in pub.shapes:
-                raise Pix2PixError(f"{pub.path}: lacks {source}, which the model config's network has: use {fit}")
-            shape, expected = tuple(pub.shapes[source]), tuple(param.shape)
-            if shape != expected:
-                wanted = _expected(kind, expected, shape)
-                raise Pix2PixError(f"{pub.path}: {source} has shape {shape}, {wanted}: use {fit}")
-            found.append((f"{cell_name}.{ours_leaf}", source, expected))
-            used.add(source)
-    extra = [name for name in pub.shapes if name not in used]
-    if extra:
-        raise Pix2PixError(f"{pub.path}: holds {extra[0]}, which the model config's network lacks: use {fit}")
-    return found
-
-
-def _expected(kind: str, expected: tuple, shape: tuple) -> str:
-    if kind == "deconv" and shape[:2] == expected[1::-1] and shape[0] != shape[1]:
-        return f"a transposed convolution's weight is (in, out, kh, kw) = {expected}: this one is stored (out, in, ...)"
-    return f"the model config's network expects {expected}"
-
-
-def weights_for(pub: Published, net: nn.Cell) -> dict[str, np.ndarray]:
-    """Our parameter names (as net.parameters_and_names gives them) -> float32 arrays from the file."""
-    mapping = pairs(pub, net)
-    wanted = {pub.sources[source] for _, source, _ in mapping if source}
-    state = _state_dict(pub.path) if pub.framework == "torch" else _mindspore_state(pub.path, wanted)
-    arrays = {}
-    for ours, source, shape in mapping:
-        arrays[ours] = np.asarray(state[pub.sources[source]], np.float32) if source else np.zeros(shape, np.float32)
-    cells = weighted_cells(net)
-    if pub.naming in UP_PATH_FIRST:
-        deconvs = [name for name, kind, _ in cells if kind == "deconv"]
-        for name in deconvs[1:]:  # each takes cat(up, skip) there, cat(skip, up) here
-            weight = arrays[f"{name}.weight"]
-            half = weight.shape[0] // 2
-            arrays[f"{name}.weight"] = np.concatenate([weight[half:], weight[:half]])
-    if pub.bgr:
-        _flip_to_rgb(arrays, cells, pub.role)
-    return arrays
-
-
-def _mindspore_state(path: Path, wanted: set[str]) -> dict[str, np.ndarray]:
-    return {name: param.asnumpy() for name, param in checkpoint.load(path).items() if name in wanted}
-
-
-def _flip_to_rgb(arrays: dict[str, np.ndarray], cells: list, role: str) -> None:
-    """Reverse the colour channels where the network meets images: the first layer's input channels (G: 3,
-    D: A then B, 3 each) and G's last layer's output channels."""
-    first_name, first_kind, _ = cells[0]
-    weight = arrays[f"{first_name}.weight"]
-    order = [2, 1, 0] if role == "G" else [2, 1, 0, 5, 4, 3]
-    in_axis = 0 if first_kind == "deconv" else 1
-    if weight.shape[in_axis] == len(order):
-        arrays[f"{first_name}.weight"] = np.take(weight, order, axis=in_axis)
-    if role == "G":
-        last_name, last_kind, _ = cells[-1]
-        out_axis = 1 if last_kind == "deconv" else 0
-        arrays[f"{last_name}.weight"] = np.take(arrays[f"{last_name}.weight"], [2, 1, 0], axis=out_axis)
-        if f"{last_name}.bias" in arrays:
-            arrays[f"{last_name}.bias"] = arrays[f"{last_name}.bias"][[2, 1, 0]]
-
-
-def load_into(net: nn.Cell, path: Path, role: str = "G") -> dict[str, int]:
-    """Set `net`'s weights from `path`: our checkpoint (its G. or D. entries) or a published file. Returns the
-    checkpoint's epoch and global_step (a published file: none)."""
-    from mindspore import Tensor
-
-    if is_ours(path):
-        if role == "G":
-            return checkpoint.restore_generator(net, path)
-        checkpoint.restore(checkpoint.network_state("D", net), checkpoint.load(path), path)
-        return {}
-    pub = describe(path, role)
-    arrays = weights_for(pub, net)
-    params = dict(net.parameters_and_names())
-    for name, array in arrays.items():
-        params[name].set_data(Tensor(array))
-    log.info("%s: %d tensors read (%s, %s names)", path, len(arrays), pub.container, PUBLISHERS[pub.naming])
-    return {}
 
 
 # --- the config a file implies -----------------------------------------------------------------------
@@ -421,6 +285,19 @@ def check_implied(path: Path, items: list[str]) -> list[str]:
     return items
 
 
+def check_widths(path: Path, items: list[str]) -> None:
+    """A converted checkpoint's recorded widths are those of its first layers (so that a received file cannot
+    make us build a network far larger than the one it holds)."""
+    shapes = checkpoint.read_shapes(path)
+    first = {"G": next((s for n, s in shapes.items() if n.startswith("G.")), None),
+             "D": next((s for n, s in shapes.items() if n.startswith("D.")), None)}  # fmt: skip
+    for item in items:
+        key, _, value = item.partition("=")
+        role = {"model.generator.ngf": "G", "model.discriminator.ndf": "D"}.get(key)
+        if role and (first[role] is None or first[role][0] != int(value)):
+            raise Pix2PixError(f"{path}: its {IMPLIED_META} entry says {item}, and its first {role} layer disagrees")
+
+
 def implied_config(path: Path) -> tuple[list[str], list[str]]:
     """(overrides, what to log) for a loose checkpoint file: a published file's network, or the overrides a
     converted checkpoint recorded; none for a checkpoint that training wrote."""
@@ -430,6 +307,7 @@ def implied_config(path: Path) -> tuple[list[str], list[str]]:
         if not isinstance(recorded, str):
             return [], []
         items = check_implied(path, recorded.split())
+        check_widths(path, items)
         return items, [f"{path}: converted from {meta.get('converted_from', 'a published file')}; implies {recorded}"]
     pub = describe(path, "G")
     return list(pub.implied), [pub.describe(), *pub.notes]

@@ -4,20 +4,25 @@ Both of torch.save's formats: the zip archive (`<name>/data.pkl` + one `data/<ke
 and the legacy stream (three small pickles, the object pickle, its storage keys, then each storage's
 bytes). The object pickle is read by an unpickler that resolves only what a state_dict is made of
 (OrderedDict, the tensor-rebuild functions, storage types, dtypes), each to a function of ours; any
-other name (a class, a function, os.system) is refused before anything is called. This is PyTorch's
-own `weights_only=True` rule, the default of torch.load since 2.6, so a file that loads there loads here.
+other name (a class, a function, os.system) is refused before anything is called: a subset of PyTorch's
+own `weights_only=True` rule (torch.load's default since 2.6). Before unpickling, the pickle's opcodes
+are checked against an allow-list (no INST/OBJ/NEWOBJ/EXT, memo indices in order), so that neither a
+declared size nor a memo index can make the unpickler allocate what the file does not hold.
 
-Tensors come back as numpy arrays read straight from the file into their own buffer (one copy).
+Tensors come back as numpy arrays read straight from the file into their own buffer (one copy); each
+view must lie inside its storage, and each storage's bytes must be in the file (checked before any
+allocation, also when only shapes are read).
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import struct
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +48,43 @@ STORAGE_DTYPES = {
     "BoolStorage": np.dtype("?"),
 }
 TORCH_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
-LARGEST_EXPANSION = 50  # a compressed zip entry may not claim more than this many times its size
+LARGEST_PICKLE = 64 * 2**20  # bytes of the object pickle (a unet_256 state_dict's is about 10 kB)
+# The opcodes a state_dict's pickle is made of (protocols 2 to 4); anything else is refused unread.
+SAFE_OPCODES = frozenset(
+    "PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 "
+    "FLOAT BINFLOAT STRING BINSTRING SHORT_BINSTRING UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8 "
+    "BINBYTES SHORT_BINBYTES BINBYTES8 EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST LIST APPEND APPENDS "
+    "EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS FROZENSET GLOBAL STACK_GLOBAL REDUCE BUILD "
+    "PERSID BINPERSID PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET LONG_BINGET".split()
+)
 
 
 class RefusedPickle(Pix2PixError):
     """The file's pickle names something a state_dict never holds."""
 
 
+LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")  # PROTO 2, LONG1 of the magic number
+
+
 def is_torch_file(path: Path) -> bool:
     """Whether `path` starts like either of torch.save's formats (zip, or a pickle of the legacy magic)."""
     with open(path, "rb") as f:
-        head = f.read(16)
-    return head.startswith(ZIP_MAGIC) or head.startswith(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19")
+        head = f.read(len(LEGACY_HEAD))
+    return head.startswith(ZIP_MAGIC) or head == LEGACY_HEAD
+
+
+def is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 
 
 def read_torch_file(path: Path, read_tensors: bool = True) -> Any:
     """The object `torch.save` wrote (dicts, lists, numbers, strings), its tensors as numpy arrays; with
     read_tensors=False, as LazyTensors (their `size` known, their bytes not read)."""
     try:
+        if is_zip(path):
+            return _read_zip(path, read_tensors)
         with open(path, "rb") as f:
-            if f.read(4) == ZIP_MAGIC:
-                return _read_zip(path, read_tensors)
-            f.seek(0)
             return _read_legacy(f, path, read_tensors)
     except RefusedPickle as refused:
         raise RefusedPickle(
@@ -75,8 +95,10 @@ def read_torch_file(path: Path, read_tensors: bool = True) -> Any:
     except Pix2PixError:
         raise
     except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, AttributeError, pickle.UnpicklingError,
-            zipfile.BadZipFile, struct.error) as err:  # fmt: skip
-        raise Pix2PixError(f"{path}: not a readable PyTorch file ({type(err).__name__}: {err})") from None
+            zipfile.BadZipFile, struct.error, OverflowError, RecursionError, NotImplementedError) as err:  # fmt: skip
+        raise Pix2PixError(f"{path}: not a readable PyTorch file ({type(err).__name__}: {str(err)[:200]})") from None
+    except MemoryError:
+        raise Pix2PixError(f"{path}: not a readable PyTorch file (it asks for more memory than there is)") from None
 
 
 @dataclass
@@ -108,7 +130,6 @@ class LazyTensor:
     offset: int
     size: tuple[int, ...]
     stride: tuple[int, ...]
-    extra: dict = field(default_factory=dict)
 
     def __setstate__(self, state: Any) -> None:
         raise RefusedPickle("state for a tensor")
@@ -117,10 +138,8 @@ class LazyTensor:
         flat = self.storage.array
         if flat is None:
             raise ValueError(f"storage {self.storage.key} has no data")
-        count = int(np.prod(self.size)) if self.size else 1
-        contiguous = tuple(int(np.prod(self.size[i + 1 :])) for i in range(len(self.size)))
-        if count and self.offset + _last_index(self.size, self.stride) >= len(flat):
-            raise ValueError(f"a tensor reaches past the end of storage {self.storage.key}")
+        count = _count(self.size)
+        contiguous = tuple(_count(self.size[i + 1 :]) for i in range(len(self.size)))
         if self.stride == contiguous or count <= 1:
             array = flat[self.offset : self.offset + count].reshape(self.size)
         else:
@@ -132,19 +151,45 @@ class LazyTensor:
         return array
 
 
-def _last_index(size: tuple[int, ...], stride: tuple[int, ...]) -> int:
-    return sum((n - 1) * s for n, s in zip(size, stride))
+def _count(size: tuple[int, ...]) -> int:
+    count = 1
+    for n in size:
+        count *= n
+    return count
 
 
 def _rebuild_tensor(storage: Storage, offset: int, size: tuple, stride: tuple, *rest: Any) -> LazyTensor:
-    """torch._utils._rebuild_tensor and _rebuild_tensor_v2 (the later arguments: requires_grad, hooks, metadata)."""
-    if not isinstance(storage, Storage):
-        raise ValueError("a tensor without a storage")
-    return LazyTensor(storage, int(offset), tuple(int(n) for n in size), tuple(int(s) for s in stride))
+    """torch._utils._rebuild_tensor and _rebuild_tensor_v2 (the later arguments: requires_grad, hooks, metadata).
+    The view must lie inside its storage and hold no more elements than it: weights never overlap."""
+    if not isinstance(storage, Storage) or not isinstance(size, tuple) or not isinstance(stride, tuple):
+        raise ValueError("a tensor without a storage, size or stride")
+    offset, size, stride = int(offset), tuple(int(n) for n in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride) or offset < 0 or min((*size, *stride, 0)) < 0:
+        raise ValueError(f"a tensor of storage {storage.key} with a negative or mismatched offset, size or stride")
+    count = _count(size)
+    reach = offset + sum((n - 1) * s for n, s in zip(size, stride)) if count else offset
+    if count > storage.numel or (count and reach >= storage.numel):
+        raise ValueError(f"a tensor reaches outside storage {storage.key} ({storage.numel} elements)")
+    return LazyTensor(storage, offset, size, stride)
 
 
 def _rebuild_parameter(data: LazyTensor, requires_grad: bool = False, hooks: Any = None, *rest: Any) -> LazyTensor:
     return data
+
+
+class _Safe:
+    """One of our rebuild functions as the pickle sees it: callable, with no attributes a BUILD could set."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Any):
+        self.function = function
+
+    def __call__(self, *args: Any) -> Any:
+        return self.function(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise RefusedPickle("state for a rebuild function")
 
 
 class _StorageType:
@@ -160,9 +205,9 @@ class _StorageType:
 
 SAFE_NAMES: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_tensor"): _Safe(_rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor_v2"): _Safe(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _Safe(_rebuild_parameter),
     ("torch", "Size"): tuple,
     **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
     **{("torch", name): f"torch.{name}" for name in TORCH_DTYPES},  # dtypes: only ever compared, kept as names
@@ -197,6 +242,32 @@ class _WeightsUnpickler(pickle.Unpickler):
         return storage
 
 
+def check_opcodes(f: io.BufferedIOBase) -> None:
+    """Walk one pickle's opcodes (without running it) and refuse any outside SAFE_OPCODES, and memo indices
+    out of order (the C unpickler sizes its memo by the largest index); `f` is left where the pickle starts."""
+    start, puts, strings = f.tell(), 0, ["", ""]
+    for opcode, arg, _ in pickletools.genops(f):
+        if opcode.name == "GLOBAL" or opcode.name == "STACK_GLOBAL":  # name what is refused, before anything else
+            module, name = arg.split(" ", 1) if opcode.name == "GLOBAL" else strings[-2:]
+            if (module, name) not in SAFE_NAMES:
+                raise RefusedPickle(f"{module}.{name}")
+        elif isinstance(arg, str):
+            strings = [strings[-1], arg]
+        if opcode.name not in SAFE_OPCODES:
+            raise RefusedPickle(f"the pickle opcode {opcode.name}")
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            if int(arg) > puts:
+                raise ValueError(f"memo index {arg} out of order")
+            puts = max(puts, int(arg) + 1)
+        elif opcode.name == "MEMOIZE":
+            puts += 1
+        elif opcode.name in ("GET", "BINGET", "LONG_BINGET") and int(arg) >= puts:
+            raise ValueError(f"memo index {arg} was never set")
+        if opcode.name == "STOP":
+            break
+    f.seek(start)
+
+
 def materialize(obj: Any) -> Any:
     """The unpickled object with every LazyTensor replaced by its array (containers rebuilt as they were)."""
     if isinstance(obj, LazyTensor):
@@ -217,42 +288,70 @@ def _read_zip(path: Path, read_tensors: bool) -> Any:
         if len(pickles) != 1:
             raise ValueError("a zip archive without one <name>/data.pkl: not a torch.save file")
         prefix = pickles[0][: -len("data.pkl")]
-        if archive.namelist().count(f"{prefix}byteorder") and archive.read(f"{prefix}byteorder") != b"little":
+        if f"{prefix}byteorder" in archive.namelist() and _entry(archive, f"{prefix}byteorder", 16) != b"little":
             raise ValueError("big-endian tensors; re-save the file on a little-endian machine")
-        unpickler = _WeightsUnpickler(io.BytesIO(archive.read(pickles[0])))
+        data = io.BytesIO(_entry(archive, pickles[0], LARGEST_PICKLE))
+        check_opcodes(data)
+        unpickler = _WeightsUnpickler(data)
         obj = unpickler.load()
-        if not read_tensors:
-            return obj
-        for key, storage in unpickler.storages.items():
-            info = archive.getinfo(f"{prefix}data/{key}")
+        infos = {}
+        for key, storage in unpickler.storages.items():  # every storage's bytes are in the file, as declared
+            info = infos[key] = _stored(archive, f"{prefix}data/{key}")
             nbytes = storage.numel * storage.itemsize
             if info.file_size != nbytes:
                 raise ValueError(f"storage {key} holds {info.file_size} bytes, its tensors need {nbytes}")
-            if info.compress_type != zipfile.ZIP_STORED and nbytes > LARGEST_EXPANSION * info.compress_size + 2**20:
-                raise ValueError(f"storage {key} expands {nbytes // max(info.compress_size, 1)} times")
-            with archive.open(info) as entry:
+        if not read_tensors:
+            return obj
+        for key, storage in unpickler.storages.items():
+            with archive.open(infos[key]) as entry:
                 _read_exactly(entry, storage.allocate(), key)
     return materialize(obj)
 
 
+def _stored(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
+    """A zip entry as torch.save writes it: uncompressed, its size within the archive's."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+        raise ValueError(f"{name} is compressed; torch.save writes its entries uncompressed")
+    if info.file_size > Path(archive.filename).stat().st_size:
+        raise ValueError(f"{name} claims more bytes than the file has")
+    return info
+
+
+def _entry(archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    info = _stored(archive, name)
+    if info.file_size > limit:
+        raise ValueError(f"{name} is {info.file_size} bytes, more than a file of weights holds")
+    return archive.read(info)
+
+
+def _load_checked(f: io.BufferedIOBase, storages: dict[str, Storage] | None = None) -> Any:
+    check_opcodes(f)
+    unpickler = _WeightsUnpickler(f, storages)
+    return unpickler.load()
+
+
 def _read_legacy(f: io.BufferedIOBase, path: Path, read_tensors: bool) -> Any:
-    if _WeightsUnpickler(f).load() != LEGACY_MAGIC:
+    if _load_checked(f) != LEGACY_MAGIC:
         raise ValueError("not a torch.save file (neither a zip archive nor the legacy magic number)")
-    if _WeightsUnpickler(f).load() != LEGACY_PROTOCOL:
+    if _load_checked(f) != LEGACY_PROTOCOL:
         raise ValueError("an unknown legacy protocol version")
-    sys_info = _WeightsUnpickler(f).load()
+    sys_info = _load_checked(f)
     if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
         raise ValueError("big-endian tensors; re-save the file on a little-endian machine")
-    unpickler = _WeightsUnpickler(f)
-    obj = unpickler.load()
+    storages: dict[str, Storage] = {}
+    obj = _load_checked(f, storages)
+    declared = sum(8 + storage.numel * storage.itemsize for storage in storages.values())
+    if declared > path.stat().st_size - f.tell():
+        raise ValueError(f"its tensors need {declared} bytes after the pickle, and the file is shorter")
     if not read_tensors:
         return obj
-    keys = _WeightsUnpickler(f).load()
-    if not isinstance(keys, list) or set(map(str, keys)) != set(unpickler.storages):
+    keys = _load_checked(f)
+    if not isinstance(keys, list) or set(map(str, keys)) != set(storages):
         raise ValueError("the storage list does not match the tensors")
     remaining = path.stat().st_size - f.tell()
     for key in map(str, keys):
-        storage = unpickler.storages[key]
+        storage = storages[key]
         (numel,) = struct.unpack("<q", _read_bytes(f, 8))
         nbytes = numel * storage.itemsize
         remaining -= 8 + nbytes
