@@ -129,7 +129,10 @@ def test_eval_of_a_loose_checkpoint_needs_the_matching_model(trained_run, tmp_pa
     [
         (["task=eval"], "task=eval needs a trained generator: add ckpt=RUN_FOLDER"),
         (["task=eval", "ckpt={tmp}/missing"], "ckpt={tmp}/missing: no such run folder or checkpoint file"),
-        (["task=eval", "ckpt={tmp}/cut.ckpt"], "{tmp}/cut.ckpt: not a readable pix2pix checkpoint"),
+        (
+            ["task=eval", "ckpt={tmp}/cut.ckpt"],
+            "{tmp}/cut.ckpt: not a readable MindSpore checkpoint (the file ends inside an entry",
+        ),
         (["task=eval", "ckpt={run}", "eval.mode=exact"], "eval.mode=exact: use one of paper, deterministic"),
         (["task=evaluate"], "task=evaluate: no such task; use one of train, eval, predict, export"),
     ],

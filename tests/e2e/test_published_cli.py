@@ -82,9 +82,6 @@ def test_convert_writes_a_checkpoint_that_translates_like_the_original(tmp_path)
     assert shapes["G.down.0.weight"] == (2, 3, 4, 4) and shapes["D.model.0.weight"] == (2, 6, 4, 4)
     assert "model.generator.ngf=2" in checkpoint.read_meta(out)[IMPLIED_META]
 
-    again = run_launch([*args, "device=cpu"], cwd=tmp_path)  # never over an existing file
-    assert again.returncode == 2 and "already exists" in output_of(again)
-
     # The converted file carries its config: the API needs no model overrides, and gets the original's output.
     photo = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)
     converted = load_generator(out, mode="deterministic", device="cpu")(photo)
@@ -103,11 +100,6 @@ def test_fine_tuning_starts_a_new_run_from_published_weights(tmp_path):
     recorded = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
     assert recorded["model"]["init_from"] == str(MMAGIC)
     assert (run / "checkpoints" / "last.ckpt").is_file()
-
-    mismatch = run_launch([*DATA_256, f"model.init_from={REFERENCE_G}"], cwd=tmp_path)  # ngf 64 here, 2 there
-    assert mismatch.returncode == 2
-    assert "model.model.0.weight has shape (2, 3, 4, 4)" in output_of(mismatch)
-    assert "model.generator.ngf=2" in output_of(mismatch)
 
 
 def test_what_cannot_be_read_is_one_line_and_exit_2(tmp_path):

@@ -391,3 +391,20 @@ def test_a_cut_download_says_so(tmp_path):
     cut.write_bytes((FIXTURES / "Generator_200.ckpt").read_bytes()[:100_000])
     with pytest.raises(Pix2PixError, match=r"Generator_200\.ckpt: not a readable MindSpore checkpoint .*cut short"):
         published.describe(cut)
+
+
+def test_a_conversion_never_writes_over_a_file(tmp_path):
+    weight = ms.Parameter(ms.Tensor(np.ones((2, 3, 4, 4), np.float32)), name="G.down.0.weight")
+    target = tmp_path / "facades.ckpt"
+    target.write_bytes(b"someone else's")
+    with pytest.raises(Pix2PixError, match="facades.ckpt: already exists; choose another file name"):
+        checkpoint.save(target, {"G.down.0.weight": weight}, {}, replace=False)
+    assert target.read_bytes() == b"someone else's" and list(tmp_path.iterdir()) == [target]
+
+
+def test_fine_tuning_from_a_mismatched_file_names_the_tensor_and_the_fit(compose_cfg):
+    from pix2pix.tasks.train import build_train_step, init_networks
+
+    cfg = compose_cfg(f"model.init_from={FIXTURES / 'unet_256.legacy.pth'}", "model.generator.ngf=4")
+    with pytest.raises(Pix2PixError, match=r"model\.model\.0\.weight has shape \(2, 3, 4, 4\).*ngf=2"):
+        init_networks(cfg.model, build_train_step(cfg))
