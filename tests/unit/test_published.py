@@ -28,6 +28,7 @@ from pix2pix.tasks.convert import recorded_overrides
 from pix2pix.weights import mapping, published
 from pix2pix.weights.names import name_hint, tables
 from pix2pix.weights.torchfile import RefusedPickle, read_torch_file
+from tests.fixtures.published.parity import CASES  # file, role, input, reference output: every format and kind
 
 ms.set_device("CPU")
 ms.set_context(mode=ms.GRAPH_MODE)
@@ -35,20 +36,6 @@ ms.set_context(mode=ms.GRAPH_MODE)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "published"
 REFERENCE = np.load(FIXTURES / "reference.npz")
 PARITY = 1e-4  # of the output scale (max |reference output|)
-
-# file, role, input, reference output: every format, and every kind of network the tables know
-CASES = [
-    ("unet_256.zip.pth", "G", "x256", "unet_256"),
-    ("unet_256.legacy.pth", "G", "x256", "unet_256"),
-    ("unet_256.mmagic.pth", "G", "x256", "mmagic_g"),
-    ("Generator_200.ckpt", "G", "x256", "modelzoo_g"),
-    ("resnet_6blocks.zip.pth", "G", "x64", "resnet_6blocks"),
-    ("unet_128_instance.legacy.pth", "G", "x128", "unet_128_instance"),
-    ("basic_d.zip.pth", "D", "ab64", "basic_d"),
-    ("basic_d.legacy.pth", "D", "ab64", "basic_d"),
-    ("unet_256.mmagic.pth", "D", "ab64", "mmagic_d"),
-    ("pixel_d.zip.pth", "D", "ab64", "pixel_d"),
-]
 
 
 def network_for(pub: published.Published):
