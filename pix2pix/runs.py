@@ -38,8 +38,13 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 RUN_LOCK = ".run.lock"  # held by the process that trains in a run folder
 
 
-def locate_checkpoint(ckpt: str | None, task: str) -> Path:
-    """The checkpoint file that `ckpt=` names: a run folder (its checkpoints/last.ckpt) or a file."""
+def override_key(item: str) -> str:
+    """The key a command-line item sets: `model.norm` of `+model.norm=x`, `model/generator` of a group choice."""
+    return item.partition("=")[0].lstrip("+~")
+
+
+def locate_checkpoint(ckpt: str | None, task: str, key: str = "ckpt") -> Path:
+    """The checkpoint file that `ckpt=` (or `key`) names: a run folder (its checkpoints/last.ckpt) or a file."""
     if not ckpt:
         raise Pix2PixError(
             f"task={task} needs a trained generator: add ckpt=RUN_FOLDER (e.g. ckpt=outputs/2026-11-25/10-00-00) "
@@ -50,12 +55,12 @@ def locate_checkpoint(ckpt: str | None, task: str) -> Path:
         if (path / LAST_CHECKPOINT).is_file():
             return (path / LAST_CHECKPOINT).absolute()
         raise Pix2PixError(
-            f"ckpt={ckpt}: this folder has no {LAST_CHECKPOINT}; point ckpt at a run folder "
+            f"{key}={ckpt}: this folder has no {LAST_CHECKPOINT}; point {key} at a run folder "
             "(outputs/DATE/TIME) or at a .ckpt file"
         )
     if path.is_file():
         return path.absolute()
-    raise Pix2PixError(f"ckpt={ckpt}: no such run folder or checkpoint file")
+    raise Pix2PixError(f"{key}={ckpt}: no such run folder or checkpoint file")
 
 
 def run_folder_of(checkpoint: Path) -> Path | None:
@@ -167,7 +172,7 @@ def recorded_config(
         for key in INVOCATION_DATASET_KEYS:
             OmegaConf.update(merged, f"dataset.{key}", OmegaConf.select(current, f"dataset.{key}"), force_add=True)
         for item in overrides:
-            key = item.partition("=")[0].lstrip("+~").replace("/", ".")
+            key = override_key(item).replace("/", ".")
             if key.split(".")[0] in invocation or key.startswith("hydra"):
                 continue
             OmegaConf.update(merged, key, OmegaConf.select(current, key), merge=False, force_add=True)

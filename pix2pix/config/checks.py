@@ -16,6 +16,7 @@ from pix2pix.data.sizes import check_sizes
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
     check_not_busy,
+    override_key,
     owns_the_run,
     uses_trained_run,
 )
@@ -64,7 +65,7 @@ def check_overrides(overrides: list[str], conf_dir: Path = CONF_DIR) -> None:
 def no_such_key(missing: str, overrides: list[str], conf_dir: Path) -> str:
     """The line for an override of a key the composed config lacks: which option brings it, when what is
     missing is a whole block another option brings (`eval` under task=predict), else a misspelt key."""
-    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    keys = [override_key(o) for o in overrides]
     key = next((k for k in keys if k == missing or k.startswith(f"{missing}.")), missing)
     block = missing if "." not in missing else None  # None: the block is there, the key in it is not
     if block == "fault":
@@ -107,7 +108,7 @@ EXPECTED = {bool: "true or false", int: "an integer", float: "a number"}
 
 def wrong_type(key: str, defaults: DictConfig, overrides: list[str]) -> str:
     """The line for an override that a schema (pix2pix.config.schema) refused: the type the key takes."""
-    item = next((o for o in overrides if o.partition("=")[0].lstrip("+~") == key), key)
+    item = next((o for o in overrides if override_key(o) == key), key)
     parent, _, leaf = key.rpartition(".")
     # The node's declared type and whether it may be null: OmegaConf keeps them in the node's metadata.
     node = (OmegaConf.select(defaults, parent) if parent else defaults)._get_node(leaf)

@@ -11,7 +11,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pix2pix.config.compose import CONF_DIR
-from pix2pix.runs import TrainedRun, open_trained_run
+from pix2pix.runs import TrainedRun, open_trained_run, override_key
 from pix2pix.weights.published import implied_config
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def set_by(key: str, chosen: set[str]) -> bool:
 def apply_implied(current: DictConfig, implied: list[str], overrides: list[str]) -> DictConfig:
     """`current` with the `implied` overrides (group=option or key=value) applied where the command line's
     `overrides` do not set the same key or group; the command line's values win everywhere."""
-    chosen = {item.partition("=")[0].lstrip("+~").replace("/", ".") for item in overrides}
+    chosen = {override_key(item).replace("/", ".") for item in overrides}
     cfg = current.copy()
     applied = [item for item in implied if not set_by(item.partition("=")[0].replace("/", "."), chosen)]
     with open_dict(cfg):
@@ -57,7 +57,7 @@ def apply_implied(current: DictConfig, implied: list[str], overrides: list[str])
             else:
                 OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
         for item in overrides:  # the command line's own values, also inside a group the file chose
-            key = item.partition("=")[0].lstrip("+~")
+            key = override_key(item)
             if "/" not in key and not key.startswith("hydra"):
                 OmegaConf.update(cfg, key, OmegaConf.select(current, key), merge=False, force_add=True)
     kept = [item for item in implied if item not in applied]

@@ -17,7 +17,7 @@ from pix2pix.errors import Interrupted, Pix2PixError
 from pix2pix.models.layers import count_params
 from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
 from pix2pix.parallel.env import launcher, local_index
-from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun, lock_run, owns_the_run
+from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun, locate_checkpoint, lock_run, owns_the_run
 from pix2pix.tasks.common import build_dataset, command_line_overrides, trained_run
 from pix2pix.track.files import write_text
 from pix2pix.track.tensorboard import RunWriter
@@ -114,14 +114,7 @@ def init_networks(model: DictConfig, step: Pix2PixTrainStep) -> None:
 
 def init_file(key: str, value: str | None) -> Path | None:
     """The weights file `key` names: a file, or a run folder's checkpoints/last.ckpt."""
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if path.is_dir() and (path / LAST_CHECKPOINT).is_file():
-        return path / LAST_CHECKPOINT
-    if not path.is_file():
-        raise Pix2PixError(f"{key}={value}: no such weights file or run folder")
-    return path
+    return locate_checkpoint(value, "train", key) if value else None
 
 
 def check_sync_bn(par: DictConfig, device: str) -> None:
