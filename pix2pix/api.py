@@ -21,6 +21,7 @@ from omegaconf import DictConfig, open_dict
 
 from pix2pix.config.compose import compose
 from pix2pix.config.implied import resolve_trained_run
+from pix2pix.data.preprocess import Preprocess
 from pix2pix.infer import restore
 from pix2pix.infer.restore import start_generator
 from pix2pix.infer.translator import Translator
@@ -54,9 +55,10 @@ def load_generator(
     """A Translator for the generator of a run folder or checkpoint file.
 
     mode: paper (dropout and batch statistics, as the paper tests) or deterministic.
-    fit: resize (to the training crop size and back) or pad (full resolution).
+    fit: resize (to the scale the run trained at, and back) or pad (full resolution).
     device: auto, cpu, gpu or ascend (sets MindSpore's context). seed: fixes paper mode's dropout.
     """
     run = open_run(path, overrides)
     generator, _, _ = start_generator(run.cfg.model.generator, run.checkpoint, {"target": device}, seed)
-    return Translator(generator, run.cfg.model.input_nc, run.cfg.dataset.crop_size, mode=mode, fit=fit)
+    preprocess = Preprocess.from_config(run.cfg.dataset, run.cfg.model.generator)
+    return Translator(generator, run.cfg.model.input_nc, preprocess.crop, mode, fit, preprocess)

@@ -7,6 +7,7 @@ without it, for the decisions made before Hydra starts (does a resume continue i
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from collections.abc import Callable
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     import mindspore as ms
     from mindspore import nn
 
+log = logging.getLogger(__name__)
+
+LOSS_SCALE_STATE = ("scale", "good_steps", "skipped_steps")  # checkpointed as loss_scale.<name>
 OPTIMIZER_SLOTS = ("moment1", "moment2")
 OPTIMIZER_SCALARS = ("global_step", "learning_rate", "beta1_power", "beta2_power")
 
@@ -91,15 +95,23 @@ def check_mid_epoch_resume(resume: ResumePoint, device_num: int, batch_size: int
         )
 
 
+AMP_WRAPPER = "_backbone."  # the child of MindSpore's AMP output casts (training.amp.mixed_precision)
+
+
 def network_state(prefix: str, net: nn.Cell) -> dict[str, ms.Parameter]:
     """Parameters (and BatchNorm running stats) by their place in the network, e.g.
-    G.down.1.1.weight: stable whatever container the network is attached to."""
-    return {f"{prefix}.{name}": param for name, param in net.parameters_and_names()}
+    G.down.1.1.weight: stable whatever container the network is attached to, and at every AMP level."""
+    return {f"{prefix}.{name}": param for name, param in named_parameters(net)}
+
+
+def named_parameters(net: nn.Cell) -> list[tuple[str, ms.Parameter]]:
+    """net.parameters_and_names() without the AMP wrappers' level in the names."""
+    return [(name.replace(AMP_WRAPPER, ""), param) for name, param in net.parameters_and_names()]
 
 
 def optimizer_state(prefix: str, optimizer: nn.Optimizer, net: nn.Cell) -> dict[str, ms.Parameter]:
     """Adam's moments keyed by the network name of the parameter they belong to, plus its scalars."""
-    place = {id(param): name for name, param in net.parameters_and_names()}
+    place = {id(param): name for name, param in named_parameters(net)}
     state = {f"{prefix}.{attr}": getattr(optimizer, attr) for attr in OPTIMIZER_SCALARS if hasattr(optimizer, attr)}
     for slot in OPTIMIZER_SLOTS:
         for param, moment in zip(optimizer.parameters, getattr(optimizer, slot, ())):
@@ -107,13 +119,21 @@ def optimizer_state(prefix: str, optimizer: nn.Optimizer, net: nn.Cell) -> dict[
     return state
 
 
+def loss_scale_state(step: nn.Cell) -> dict[str, ms.Parameter]:
+    """The dynamic loss scale and its counters of a mixed-precision step (none at amp=O0)."""
+    if not getattr(step, "scaled", False):
+        return {}
+    return {f"loss_scale.{name}": getattr(step.loss_scale, name) for name in LOSS_SCALE_STATE}
+
+
 def training_state(step: nn.Cell) -> dict[str, ms.Parameter]:
-    """Everything a Pix2PixTrainStep needs to continue: G, D, optimizer_G, optimizer_D."""
+    """Everything a Pix2PixTrainStep needs to continue: G, D, optimizer_G, optimizer_D (and the loss scale)."""
     return {
         **network_state("G", step.G),
         **network_state("D", step.D),
         **optimizer_state("optimizer_G", step.optimizer_G, step.G),
         **optimizer_state("optimizer_D", step.optimizer_D, step.D),
+        **loss_scale_state(step),
     }
 
 
@@ -233,9 +253,16 @@ def restore_generator(generator: nn.Cell, path: Path) -> dict[str, int]:
 
 
 def restore_training(step: nn.Cell, path: Path) -> ResumePoint:
-    """Restore G, D and both optimizers of a Pix2PixTrainStep from `path`; where the run stood then."""
+    """Restore G, D and both optimizers of a Pix2PixTrainStep from `path`, and its loss scale where the file
+    has one (a float32 run resumed with amp= starts from the configured scale); where the run stood then."""
     loaded = load(path)
-    restore(training_state(step), loaded, path)
+    state = training_state(step)
+    scale = {name: param for name, param in state.items() if name.startswith("loss_scale.")}
+    restore({name: param for name, param in state.items() if name not in scale}, loaded, path)
+    if scale and all(name in loaded for name in scale):
+        restore(scale, loaded, path)
+    elif scale:
+        log.info("%s has no loss scale (trained at amp=O0): mixed precision starts from loss_scale.initial", path)
     return ResumePoint.from_entries(loaded)
 
 

@@ -16,6 +16,7 @@ GAN_MODES = ("vanilla", "lsgan")
 DEVICES = ("auto", "cpu", "gpu", "ascend")
 EXECUTION_MODES = ("graph", "pynative")  # device.mode: MindSpore's GRAPH_MODE or PYNATIVE_MODE
 VAL_MODES = ("paper", "deterministic")
+AMP_LEVELS = ("O0", "O1", "O2", "O3")  # amp: MindSpore's mixed-precision levels (O0: float32 throughout)
 PREDICT_FITS = ("resize", "pad")
 EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
 RESUME_MODES = ("exact", "next_epoch")
@@ -31,6 +32,7 @@ CHOICES = {
     "export.format": EXPORT_FORMATS,
     "optimized_metric": OPTIMIZED_METRICS,
     "checkpoint.resume": RESUME_MODES,
+    "amp": AMP_LEVELS,
 }
 
 

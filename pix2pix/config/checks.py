@@ -12,7 +12,8 @@ from pix2pix.choices import CHOICES, DATA_TASKS, check_choice, check_task
 from pix2pix.config.compose import CONF_DIR, compose, group_options
 from pix2pix.config.implied import resolve_trained_run
 from pix2pix.data.images import PILLOW_PIXEL_LIMIT
-from pix2pix.data.sizes import check_sizes
+from pix2pix.data.preprocess import Preprocess
+from pix2pix.data.sizes import SIZE_KEYS, check_network_sizes, check_sizes
 from pix2pix.errors import Pix2PixError
 from pix2pix.runs import (
     check_not_busy,
@@ -134,6 +135,8 @@ def check_value_types(defaults: DictConfig, overrides: list[str]) -> None:
         if override.is_sweep_override() or override.is_delete():
             continue
         key, value = override.key_or_group, override.value()
+        if key in SIZE_KEYS:  # 256 or [256, 512]: sizes.height_width checks them, in validate
+            continue
         try:
             default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
         except OmegaConfBaseException:  # an interpolation only Hydra's run can resolve: no fixed type
@@ -196,24 +199,7 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value and cfg.task == "train" and not Path(value).expanduser().exists():
             raise Pix2PixError(f"{key}={value}: no such weights file or run folder")
-    data, gen = cfg.dataset, cfg.model.generator
-    check_sizes(data.load_size, data.crop_size)
-    if "num_downs" in gen:
-        side = 2**gen.num_downs
-        if data.crop_size % side:
-            raise Pix2PixError(
-                f"model.generator.num_downs={gen.num_downs} halves the image {gen.num_downs} times, so "
-                f"dataset.crop_size must be a multiple of {side} (it is {data.crop_size}); use "
-                f"dataset.crop_size={max(side, data.crop_size // side * side)} or a U-Net of another depth "
-                "(model/generator=unet_128 for 128)"
-            )
-    elif data.crop_size % 4:
-        raise Pix2PixError(f"dataset.crop_size={data.crop_size}: the ResNet generator needs a multiple of 4")
-    disc = cfg.model.discriminator
-    if "n_layers" in disc:
-        smallest = 3 * 2**disc.n_layers  # n stride-2 convs, then two stride-1 convs
-        if data.crop_size < smallest:
-            raise Pix2PixError(
-                f"model.discriminator.n_layers={disc.n_layers} needs dataset.crop_size >= {smallest} "
-                f"(it is {data.crop_size}); lower n_layers or raise crop_size"
-            )
+    data = cfg.dataset
+    Preprocess(data.get("preprocess", "resize_and_crop"), fit=data.get("fit", "pad"))  # one line for a bad mode
+    check_sizes(data.load_size, data.crop_size, data.get("preprocess", "resize_and_crop"))
+    check_network_sizes(data.crop_size, cfg.model.generator, cfg.model.discriminator)

@@ -11,7 +11,7 @@ No `from __future__ import annotations` here: OmegaConf reads these annotations 
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -23,8 +23,10 @@ class AlignedDataSchema:
     name: str = MISSING
     root: str = MISSING
     direction: str = MISSING
-    load_size: int = MISSING
-    crop_size: int = MISSING
+    load_size: Any = MISSING  # 256 or [height, width]: pix2pix.data.sizes.height_width checks it
+    crop_size: Any = MISSING
+    preprocess: str = MISSING
+    fit: str = MISSING
     batch_size: int = MISSING
     flip: bool = MISSING
     train_split: str = MISSING
@@ -76,6 +78,13 @@ class DataSchema:
 @dataclass
 class LoggingSchema:
     progress_bar: bool = MISSING
+
+
+@dataclass
+class LossScaleSchema:
+    initial: float = MISSING
+    factor: float = MISSING
+    window: int = MISSING
 
 
 @dataclass
@@ -141,6 +150,7 @@ class CombineSchema:
 @dataclass
 class FaultsSchema:
     nan_at_step: Optional[int] = MISSING
+    overflow_at_step: Optional[int] = MISSING
     kill_at_step: Optional[int] = MISSING
     kill_in_save: Optional[int] = MISSING
     signal_at_step: Optional[int] = MISSING
@@ -157,6 +167,7 @@ SCHEMAS = {
     "parallel": ParallelSchema,
     "data": DataSchema,
     "logging": LoggingSchema,
+    "loss_scale": LossScaleSchema,
     "checkpoint": CheckpointSchema,
     "val": ValSchema,
     "eval": EvalSchema,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
 import mindspore.dataset as msds
@@ -16,7 +16,8 @@ from PIL import Image
 
 from pix2pix.choices import DATASET_DIRECTIONS
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, Decoded, conversion_note, read_image, rgb
-from pix2pix.data.sizes import check_sizes
+from pix2pix.data.preprocess import Preprocess
+from pix2pix.data.sizes import check_sizes, height_width
 from pix2pix.errors import Pix2PixError
 from pix2pix.track.files import natural_key
 
@@ -67,40 +68,12 @@ def as_pair(path: Path, decoded: Decoded, warn: bool = False) -> Image.Image:
 
 
 def split_pair(img: Image.Image, direction: str) -> tuple[Image.Image, Image.Image]:
-    """(input, target) halves: AtoB feeds the left half to G, BtoA the right half."""
+    """(input, target) halves of the same size (an odd width's last column is dropped): AtoB feeds the
+    left half to G, BtoA the right half."""
     w, h = img.size
-    left, right = img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
+    half = w // 2
+    left, right = img.crop((0, 0, half, h)), img.crop((half, 0, 2 * half, h))
     return (left, right) if direction == "AtoB" else (right, left)
-
-
-@dataclass(frozen=True)
-class Jitter:
-    """One random resize-crop-flip, applied identically to A and B."""
-
-    x: int
-    y: int
-    flip: bool
-
-    @staticmethod
-    def draw(rng: np.random.Generator, load_size: int, crop_size: int, flip: bool) -> Jitter:
-        span = load_size - crop_size
-        return Jitter(int(rng.integers(0, span + 1)), int(rng.integers(0, span + 1)), flip and bool(rng.random() < 0.5))
-
-
-def to_array(img: Image.Image) -> np.ndarray:
-    """HWC uint8 -> CHW float32 in [-1, 1]."""
-    return (np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 127.5) - 1.0
-
-
-def transform(img: Image.Image, load_size: int, crop_size: int, jitter: Jitter | None) -> np.ndarray:
-    """Train: bicubic resize to load_size, crop at the jitter, maybe flip. Eval (jitter None): resize to crop_size."""
-    if jitter is None:
-        return to_array(img.resize((crop_size, crop_size), Image.BICUBIC))
-    img = img.resize((load_size, load_size), Image.BICUBIC)
-    img = img.crop((jitter.x, jitter.y, jitter.x + crop_size, jitter.y + crop_size))
-    if jitter.flip:
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    return to_array(img)
 
 
 class AlignedPairSource:
@@ -110,15 +83,13 @@ class AlignedPairSource:
         self,
         files: list[Path],
         direction: str,
-        load_size: int,
-        crop_size: int,
+        preprocess: Preprocess,
         flip: bool,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.files = files
         self.direction = direction
-        self.load_size = load_size
-        self.crop_size = crop_size
+        self.preprocess = preprocess
         self.flip = flip
         self.max_pixels = max_pixels
 
@@ -126,15 +97,12 @@ class AlignedPairSource:
         return len(self.files)
 
     def item(self, index: int, jitter_seed: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Pair `index`: jittered with an RNG seeded by `jitter_seed` (training), or just resized (None)."""
+        """Pair `index`: jittered with an RNG seeded by `jitter_seed` (training), or deterministic (None)."""
         a, b = split_pair(open_pair(self.files[index], max_pixels=self.max_pixels), self.direction)
         jitter = None
         if jitter_seed is not None:
-            jitter = Jitter.draw(np.random.default_rng(jitter_seed), self.load_size, self.crop_size, self.flip)
-        return (
-            transform(a, self.load_size, self.crop_size, jitter),
-            transform(b, self.load_size, self.crop_size, jitter),
-        )
+            jitter = self.preprocess.draw(np.random.default_rng(jitter_seed), a.size, self.flip)
+        return self.preprocess.apply(a, jitter), self.preprocess.apply(b, jitter)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return self.item(index)
@@ -195,8 +163,10 @@ class AlignedData:
         name: str,
         root: str,
         direction: str = "AtoB",
-        load_size: int = 286,
-        crop_size: int = 256,
+        load_size: int | list[int] = 286,
+        crop_size: int | list[int] = 256,
+        preprocess: str = "resize_and_crop",
+        fit: str = "pad",
         batch_size: int = 1,
         flip: bool = True,
         train_split: str = "train",
@@ -214,14 +184,17 @@ class AlignedData:
     ):
         if direction not in DATASET_DIRECTIONS:  # checked here, where the halves are chosen
             raise Pix2PixError(f"dataset.direction={direction!r}: use AtoB or BtoA")
-        check_sizes(load_size, crop_size)
+        check_sizes(load_size, crop_size, preprocess)
         if batch_size < 1:
             raise Pix2PixError(f"dataset.batch_size={batch_size}: use 1 or more")
         self.name = name
         self.root = Path(root).expanduser().absolute()
         self.direction = direction
-        self.load_size = load_size
-        self.crop_size = crop_size
+        self.load_size = height_width(load_size, "dataset.load_size")  # (height, width)
+        self.crop_size = height_width(crop_size, "dataset.crop_size")
+        self.preprocess_mode, self.fit = preprocess, fit
+        self.multiple = 1  # what G's input sides divide by; the tasks set it from the model (sizes.input_multiple)
+        Preprocess(preprocess, fit=fit)  # a bad mode or fit: one line now, not at the first pair
         self.batch_size = batch_size
         self.flip = flip
         self.train_dir = Path(train_data_dir or self.root / train_split).expanduser().absolute()
@@ -235,7 +208,6 @@ class AlignedData:
         self.download_note = download_note
         self.max_pixels = max_pixels  # data.max_pixels, passed by the tasks
         self._files: dict[str, list[Path]] = {}
-        self._said_non_square = False
 
     def ensure_present(self) -> None:
         """Download the dataset when it is missing and dataset.download=true; otherwise say how."""
@@ -266,13 +238,23 @@ class AlignedData:
         self.ensure_present()
         return find_images(self.split_folder(split), f"dataset={self.name} split {split}")
 
+    @property
+    def preprocess(self) -> Preprocess:
+        return Preprocess(self.preprocess_mode, self.load_size, self.crop_size, self.multiple, self.fit)
+
     def prepare(self) -> None:
         """Find and fully decode every file once: errors name the file before training starts."""
         self.ensure_present()
+        preprocess = self.preprocess
+        shapes: dict[str, Counter] = {}
         for split, folder in (("train", self.train_dir), ("val", self.val_dir)):
             files = find_images(folder, f"dataset={self.name} {split} split")
+            shapes[split] = Counter()
             for path in files:
-                self._note_size(path, open_pair(path, warn=True, max_pixels=self.max_pixels).size)
+                width, height = open_pair(path, warn=True, max_pixels=self.max_pixels).size
+                half = (width // 2, height)
+                preprocess.check_fits(half, str(path))
+                shapes[split][(half, preprocess.output_size(half, train=split == "train"))] += 1
             self._files[split] = files
         n_train = len(self._files["train"])
         if n_train < self.batch_size:
@@ -287,20 +269,28 @@ class AlignedData:
                 self.train_dir,
                 n_train,
             )
+        self.log_shapes(shapes["train"])
 
-    def _note_size(self, path: Path, size: tuple[int, int]) -> None:
-        """Say once that halves are not square (maps: 600x600 is, a 1200x500 pair is not)."""
-        width, height = size
-        if width != 2 * height and not self._said_non_square:
-            self._said_non_square = True
-            log.info(
-                "%s: halves are %dx%d, not square; every half is resized to %dx%d (load_size)",
-                path,
-                width // 2,
-                height,
-                self.load_size,
-                self.load_size,
-            )
+    def log_shapes(self, shapes: Counter) -> None:
+        """Say how the training halves reach the network (the sizes found and what they become), and refuse
+        batches whose pairs would have different shapes."""
+        log.info("%s", self.preprocess.describe())
+        outputs = Counter()
+        for (_, out), count in shapes.items():
+            outputs[out] += count
+        if len(shapes) <= 4:
+            found = ", ".join(f"{count} x {w}x{h} -> {o[0]}x{o[1]}" for ((w, h), o), count in shapes.most_common())
+        else:
+            found = ", ".join(f"{count} x {o[0]}x{o[1]}" for o, count in outputs.most_common(4)) + ", ..."
+        log.info("training halves (width x height, as found -> as trained): %s", found)
+        if len(outputs) > 1:
+            if self.batch_size > 1:
+                raise Pix2PixError(
+                    f"dataset.preprocess={self.preprocess_mode} gives the training pairs {len(outputs)} different "
+                    f"shapes, and a batch needs one: use dataset.batch_size=1, or a crop mode "
+                    "(dataset.preprocess=resize_and_crop, scale_width_and_crop, ...)"
+                )
+            log.info("%d training shapes: the train step compiles once for each", len(outputs))
 
     def files(self, split: str) -> list[Path]:
         if split not in self._files:
@@ -324,7 +314,7 @@ class AlignedData:
         return n_train // global_batch
 
     def source(self, files: list[Path], flip: bool) -> AlignedPairSource:
-        return AlignedPairSource(files, self.direction, self.load_size, self.crop_size, flip, self.max_pixels)
+        return AlignedPairSource(files, self.direction, self.preprocess, flip, self.max_pixels)
 
     def train_dataset(
         self, first_epoch: int = 1, last_epoch: int = 1, skip_steps: int = 0, rank: int = 0, ranks: int = 1
@@ -343,8 +333,19 @@ class AlignedData:
         )
         return dataset.batch(self.batch_size, drop_remainder=True)
 
-    def val_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The first `limit` validation pairs, resized to crop_size, as two NCHW arrays."""
+    def val_batches(self, limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The first `limit` validation pairs in their deterministic form, as (A, B) NCHW arrays: one pair of
+        arrays per run of pairs of the same shape (one in all unless dataset.preprocess keeps image sizes)."""
         source = self.source(self.files("val")[:limit], flip=False)
-        pairs = [source[i] for i in range(len(source))]
-        return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+        batches: list[tuple[list, list]] = []
+        for i in range(len(source)):
+            a, b = source[i]
+            if not batches or batches[-1][0][0].shape != a.shape:
+                batches.append(([], []))
+            batches[-1][0].append(a)
+            batches[-1][1].append(b)
+        return [(np.stack(a), np.stack(b)) for a, b in batches]
+
+    def val_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The validation pairs of the first shape (all of them, unless the preprocessing keeps sizes)."""
+        return self.val_batches(limit)[0]

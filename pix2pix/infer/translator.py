@@ -1,8 +1,9 @@
 """Plain images of any size and channel count in and out of a generator.
 
 An image is brought to what the network accepts and the result back to the original size:
-- fit=resize: bicubic resize to the training crop size (the scale the generator learned), and back;
-- fit=pad: reflect-pad right and bottom to a multiple of the generator's `input_multiple`, run at
+- fit=resize: bicubic resize to the scale the generator learned (the training crop size, or the run's
+  dataset.preprocess resize), mirror-padded to a multiple of its `input_multiple` where needed, and back;
+- fit=pad: mirror-pad right and bottom to a multiple of the generator's `input_multiple`, run at
   full resolution, crop back.
 Grayscale or palette input is converted to the generator's channels; an alpha channel is put back
 onto the output unchanged.
@@ -20,8 +21,10 @@ from mindspore import nn
 from PIL import Image
 
 from pix2pix.choices import PREDICT_FITS, VAL_MODES, check_choice
-from pix2pix.data.aligned import IMAGE_SUFFIXES, to_array
+from pix2pix.data.aligned import IMAGE_SUFFIXES
 from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_note, read_image
+from pix2pix.data.preprocess import Preprocess, to_array
+from pix2pix.data.sizes import height_width
 from pix2pix.errors import Pix2PixError
 from pix2pix.infer.generate import generate
 from pix2pix.track.files import natural_key, real, result_names, save_image
@@ -36,10 +39,20 @@ class Prepared:
 
     array: np.ndarray
     size: tuple[int, int]  # original (width, height)
+    content: tuple[int, int]  # (width, height) of the array's image part; the rest is padding
     alpha: Image.Image | None
 
 
-def prepare_image(img: Image.Image, input_nc: int, crop_size: int, multiple: int, fit: str) -> Prepared:
+def prepare_image(
+    img: Image.Image,
+    input_nc: int,
+    crop_size: int | tuple[int, int],
+    multiple: int,
+    fit: str,
+    preprocess: Preprocess | None = None,
+) -> Prepared:
+    """fit=resize: to the scale the run trained at (`preprocess`'s deterministic resize; without one, to
+    crop_size, an int or (height, width)); then (and for fit=pad, only) mirror-padded to `multiple`."""
     if "A" in img.getbands():
         alpha = img.getchannel("A")
     elif "transparency" in img.info:  # a palette or tRNS transparency
@@ -49,23 +62,24 @@ def prepare_image(img: Image.Image, input_nc: int, crop_size: int, multiple: int
     mode = "L" if input_nc == 1 else "RGB"
     pixels = img.convert(mode)
     if fit == "resize":
-        pixels = pixels.resize((crop_size, crop_size), Image.BICUBIC)
+        crop_h, crop_w = height_width(crop_size, "crop_size")
+        target = preprocess.scaled(img.size, train=False) if preprocess else (crop_w, crop_h)
+        if target != pixels.size:
+            pixels = pixels.resize(target, Image.BICUBIC)
     array = np.asarray(pixels, dtype=np.uint8)
     if array.ndim == 2:
         array = array[..., None]
-    if fit == "pad":
-        h, w = array.shape[:2]
-        target_h, target_w = (max(multiple, -(-n // multiple) * multiple) for n in (h, w))
-        array = np.pad(array, ((0, target_h - h), (0, target_w - w), (0, 0)), mode="symmetric")
-    return Prepared(array=to_array(array), size=img.size, alpha=alpha)
+    h, w = array.shape[:2]
+    target_h, target_w = (max(multiple, -(-n // multiple) * multiple) for n in (h, w))
+    array = np.pad(array, ((0, target_h - h), (0, target_w - w), (0, 0)), mode="symmetric")
+    return Prepared(array=to_array(array), size=img.size, content=(w, h), alpha=alpha)
 
 
-def restore_image(output: np.ndarray, prepared: Prepared, fit: str) -> Image.Image:
+def restore_image(output: np.ndarray, prepared: Prepared) -> Image.Image:
     """The generator's CHW output in [-1, 1] as an image of the original size (and alpha)."""
     pixels = to_uint8(output[None])[0]
-    width, height = prepared.size
-    if fit == "pad":
-        pixels = pixels[:height, :width]
+    width, height = prepared.content
+    pixels = pixels[:height, :width]
     img = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
     if img.size != prepared.size:
         img = img.resize(prepared.size, Image.BICUBIC)
@@ -152,7 +166,17 @@ def translate_files(
 class Translator:
     """A trained generator with the settings to apply it to whole images of any size."""
 
-    def __init__(self, generator: nn.Cell, input_nc: int, crop_size: int, mode: str = "paper", fit: str = "resize"):
+    def __init__(
+        self,
+        generator: nn.Cell,
+        input_nc: int,
+        crop_size: int | tuple[int, int],
+        mode: str = "paper",
+        fit: str = "resize",
+        preprocess: Preprocess | None = None,
+    ):
+        """crop_size: the training crop (an int, or (height, width)); `preprocess`: the run's dataset
+        preprocessing, whose deterministic resize fit=resize applies (AlignedData.preprocess)."""
         check_choice("mode", mode, VAL_MODES)
         check_choice("fit", fit, PREDICT_FITS)
         self.generator = generator
@@ -160,6 +184,7 @@ class Translator:
         self.crop_size = crop_size
         self.mode = mode
         self.fit = fit
+        self.preprocess = preprocess
 
     def generate(self, batch: np.ndarray) -> np.ndarray:
         """The network itself: float32 NCHW in [-1, 1] -> NCHW in [-1, 1]; deterministic mode runs
@@ -168,9 +193,9 @@ class Translator:
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         multiple = getattr(self.generator, "input_multiple", 1)
-        prepared = prepare_image(img, self.input_nc, self.crop_size, multiple, self.fit)
+        prepared = prepare_image(img, self.input_nc, self.crop_size, multiple, self.fit, self.preprocess)
         output = self.generate(prepared.array[None])[0]
-        return restore_image(output, prepared, self.fit)
+        return restore_image(output, prepared)
 
     def __call__(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
         """PIL image -> PIL image; uint8 HxW / HxWxC array -> uint8 array; the original size either way."""

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from pix2pix import checkpoint
 from pix2pix.backend.runtime import describe_cpu_kernels, seed_everything, setup_device
 from pix2pix.data.aligned import AlignedData
+from pix2pix.data.sizes import height_width
 from pix2pix.data.synthetic import SyntheticData
 from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import count_params
@@ -51,13 +52,15 @@ def benchmark_data(cfg: DictConfig) -> tuple[AlignedData, int, str]:
     needed = cfg.dataset.batch_size * (cfg.benchmark.warmup_steps + cfg.benchmark.steps + 1)
     stand_in = SyntheticData(
         root=str(Path(cfg.paths.data_dir) / "synthetic"),
-        image_size=cfg.dataset.crop_size,
+        image_size=max(data.crop_size),
         num_train=min(needed, 64),
         num_val=1,
         name=f"synthetic stand-in for {data.name}",
         direction=data.direction,
-        load_size=data.load_size,
-        crop_size=data.crop_size,
+        load_size=list(data.load_size),
+        crop_size=list(data.crop_size),
+        preprocess=data.preprocess_mode,
+        fit=data.fit,
         batch_size=data.batch_size,
         flip=data.flip,
         seed=cfg.seed,
@@ -125,7 +128,7 @@ def time_steps(step, data: AlignedData, total: int) -> list[float]:
         start = time.perf_counter()
         losses = step.losses(real_A, real_B)
         times.append(time.perf_counter() - start)
-        if not all(math.isfinite(x) for x in losses):
+        if not step.skipped_last and not all(math.isfinite(x) for x in losses):  # amp skips overflows
             raise Pix2PixError(f"benchmark step {len(times)}: a loss is not finite ({losses})")
         if len(times) == total:
             break
@@ -152,6 +155,7 @@ def benchmark(cfg: DictConfig) -> dict:
         "warmup_steps": warmup,
         "timed_steps": steps,
         "first_step_s": round(times[0], 3),
+        "amp_skipped_steps": int(step.loss_scale.skipped_steps.asnumpy()) if step.scaled else 0,
         **timing_and_projection(times[warmup:], cfg.dataset.batch_size, cfg.parallel.device_num, pairs, cfg),
         # The process's peak: in a multirun with the basic launcher it includes earlier jobs' leftovers
         # (host_memory_before_mb says how much); one process per benchmark gives the clean figure.
@@ -176,6 +180,7 @@ def benchmark(cfg: DictConfig) -> dict:
 
 def setup_facts(cfg: DictConfig, device: str, step, data_dir: Path, source: str) -> dict:
     """What was timed: the experiment, the machine, the software, the data and the networks."""
+    data_shape = height_width(cfg.dataset.crop_size, "dataset.crop_size")
     return {
         "experiment": experiment_name(),
         "device": device,
@@ -185,7 +190,9 @@ def setup_facts(cfg: DictConfig, device: str, step, data_dir: Path, source: str)
         "dataset": cfg.dataset.name,
         "data": source,
         "data_dir": str(data_dir),
-        "crop_size": cfg.dataset.crop_size,
+        "crop_size": list(data_shape) if data_shape[0] != data_shape[1] else data_shape[0],  # (height, width)
+        "preprocess": cfg.dataset.get("preprocess", "resize_and_crop"),
+        "amp": cfg.get("amp", "O0"),
         "batch_size": cfg.dataset.batch_size,
         "devices": cfg.parallel.device_num,
         "learning_rate": cfg.optimizer.learning_rate,

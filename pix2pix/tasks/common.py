@@ -9,12 +9,16 @@ from omegaconf import DictConfig
 from pix2pix.config.checks import validate
 from pix2pix.config.implied import resolve_trained_run
 from pix2pix.data.aligned import AlignedData
+from pix2pix.data.sizes import input_multiple
 from pix2pix.runs import TrainedRun
 
 
 def build_dataset(cfg: DictConfig) -> AlignedData:
-    """The `dataset` group's AlignedData, with the image-size guard of `data.max_pixels`."""
-    return instantiate(cfg.dataset, max_pixels=cfg.data.max_pixels)
+    """The `dataset` group's AlignedData, with the image-size guard of `data.max_pixels` and the size
+    multiple the generator needs (for the modes that keep an image's own size)."""
+    data = instantiate(cfg.dataset, max_pixels=cfg.data.max_pixels)
+    data.multiple = input_multiple(cfg.model.generator)
+    return data
 
 
 def command_line_overrides() -> list[str]:

@@ -43,7 +43,7 @@ def inspect(cfg: DictConfig) -> None:
         first.good[: cfg.inspect.num_preview],
         data.direction,
         Path(cfg.paths.output_dir) / f"preview_{data.name}_{data.direction}.png",
-        data.crop_size,
+        min(data.crop_size),
         data.max_pixels,
     )
     log.info(

@@ -10,6 +10,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pix2pix.backend.runtime import resolve_device
+from pix2pix.data.sizes import height_width
 from pix2pix.errors import Pix2PixError
 from pix2pix.infer.formats import export_generator, verify_export
 from pix2pix.infer.restore import start_generator
@@ -36,7 +37,7 @@ def export(run: TrainedRun) -> dict:
             "export MINDIR or ONNX here, or run with device=ascend on an Ascend machine"
         )
     generator, meta, _ = start_generator(cfg.model.generator, run.checkpoint, cfg.device, cfg.seed)
-    shape = (cfg.model.input_nc, cfg.dataset.crop_size, cfg.dataset.crop_size)
+    shape = (cfg.model.input_nc, *height_width(cfg.dataset.crop_size, "dataset.crop_size"))
     path = export_generator(generator, fmt, Path(cfg.paths.output_dir) / cfg.export.file_name, shape)
     batch = np.random.default_rng(cfg.seed).uniform(-1, 1, (VERIFY_BATCH, *shape)).astype(np.float32)
     diff = verify_export(path, fmt, generator, batch, cfg.export.tolerance)

@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from pix2pix.data.preprocess import Preprocess
 from pix2pix.errors import Pix2PixError
 from pix2pix.infer.restore import start_generator
 from pix2pix.infer.translator import Translator, image_files, output_paths, translate_files
@@ -32,8 +33,9 @@ def predict(run: TrainedRun) -> dict:
     files = image_files(source, exclude=output)
     outputs = output_paths(files, source, output)
     generator, meta, device = start_generator(cfg.model.generator, run.checkpoint, cfg.device, cfg.seed)
+    preprocess = Preprocess.from_config(cfg.dataset, cfg.model.generator)
     translator = Translator(
-        generator, cfg.model.input_nc, cfg.dataset.crop_size, mode=cfg.predict.mode, fit=cfg.predict.fit
+        generator, cfg.model.input_nc, preprocess.crop, cfg.predict.mode, cfg.predict.fit, preprocess
     )
     log.info(
         "translating %d images from %s with %s (epoch %s), fit %s, %s mode, device %s -> %s",

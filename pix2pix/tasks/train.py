@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+import mindspore as ms
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -21,6 +22,7 @@ from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun, locate_ch
 from pix2pix.tasks.common import build_dataset, command_line_overrides, trained_run
 from pix2pix.track.files import write_text
 from pix2pix.track.tensorboard import RunWriter
+from pix2pix.training.amp import AMP_SCOPE, DynamicLossScale, mixed_precision
 from pix2pix.training.hooks import Checkpoints, Faults, TensorBoard
 from pix2pix.training.loop import Trainer
 from pix2pix.training.step import Pix2PixTrainStep
@@ -73,7 +75,7 @@ def run(cfg: DictConfig) -> float | None:
 
 def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrainStep:
     """G, D, their optimizers and the losses, as the config describes them, in one train-step Cell
-    (averaging gradients over the ranks of a data-parallel job)."""
+    (averaging gradients over the ranks of a data-parallel job; at amp=O1..O3, with a dynamic loss scale)."""
     ranks = ranks or Ranks()
     sync_bn = ranks.distributed and cfg.parallel.get("sync_bn", False) and cfg.model.norm == "batch"
     norm = {"norm": "sync_batch"} if sync_bn else {}
@@ -86,16 +88,43 @@ def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrai
         type(discriminator).__name__,
         f"{count_params(discriminator):,}",
     )
+    level = cfg.get("amp", "O0")
+    generator, discriminator = mixed_precision(generator, level), mixed_precision(discriminator, level)
+    optimizer_G = instantiate(cfg.optimizer)(generator.trainable_params())
+    optimizer_D = instantiate(cfg.optimizer)(discriminator.trainable_params())
+    scaling = {}
+    if level != "O0":
+        scale = cfg.loss_scale
+        scaling = {
+            "loss_scale": DynamicLossScale(scale.initial, scale.factor, scale.window),
+            "restorable": [
+                *checkpoint.network_state("D", discriminator).values(),
+                *checkpoint.optimizer_state("optimizer_D", optimizer_D, discriminator).values(),
+                *(p for n, p in checkpoint.network_state("G", generator).items() if "moving_" in n),
+            ],
+        }
+        log.info(
+            "amp=%s: float16 %s, float32 weights; dynamic loss scale from %g (x%g after %d good steps, "
+            "halved and the step skipped on overflow)",
+            *(level, AMP_SCOPE[level], scale.initial, scale.factor, scale.window),
+        )
+        if ms.get_context("device_target") == "CPU":
+            log.warning(
+                "amp=%s on the CPU: MindSpore runs float16 there, but more slowly than float32 and in no less "
+                'memory (README "Mixed precision"); mixed precision is for GPU and Ascend, amp=O0 on the CPU',
+                level,
+            )
     return Pix2PixTrainStep(
         generator,
         discriminator,
-        instantiate(cfg.optimizer)(generator.trainable_params()),
-        instantiate(cfg.optimizer)(discriminator.trainable_params()),
+        optimizer_G,
+        optimizer_D,
         gan_mode=cfg.model.gan_mode,
         lambda_L1=cfg.model.lambda_L1,
         lambda_GAN=cfg.model.lambda_GAN,
         lambda_D=cfg.model.lambda_D,
         device_num=ranks.size,
+        **scaling,
     )
 
 

@@ -207,7 +207,7 @@ def measured_column(b: dict) -> dict[str, str]:
         "Dataset": f"{b['dataset']} ({b['data']})",
         "Training Parameters": (
             f"epoch={b['epochs']}, {steps}, batch_size={b['batch_size']}, "
-            f"lr={b['learning_rate']:g}, pad_mode={b['pad_mode']}"
+            f"lr={b['learning_rate']:g}, pad_mode={b['pad_mode']}{shape_and_precision(b)}"
         ),
         "Optimizer": "Adam",
         "Loss Function": LOSS_FUNCTIONS.get(b["gan_mode"], f"{b['gan_mode']} GAN Loss & L1 Loss"),
@@ -218,6 +218,23 @@ def measured_column(b: dict) -> dict[str, str]:
             f"{b['checkpoint_mb']:.0f}M (.ckpt file; {b['training_checkpoint_mb']:.0f}M with D and both optimizers)"
         ),
     }
+
+
+def shape_and_precision(b: dict) -> str:
+    """The image size and AMP level where a benchmark recorded them (older ones did not)."""
+    if "crop_size" not in b:
+        return ""
+    size = b["crop_size"] if isinstance(b["crop_size"], list) else [b["crop_size"]] * 2
+    return f", image={size[0]}x{size[1]}, amp={b.get('amp', 'O0')}"
+
+
+def measured_label(b: dict) -> str:
+    """A measured column's header: the experiment, and the AMP level and image size where not the default."""
+    label = b.get("experiment") or b["dataset"]
+    extras = [f"amp={b['amp']}"] if b.get("amp", "O0") != "O0" else []
+    if isinstance(b.get("crop_size"), list):
+        extras.append(f"{b['crop_size'][0]}x{b['crop_size'][1]}")
+    return f"{label} ({', '.join(extras)})" if extras else label
 
 
 def name_placeholder(b: dict) -> str:
@@ -247,7 +264,7 @@ def performance_tables(runs: list[Run]) -> str:
             if pub:
                 header.append(f"{pub['column']} (published)")
                 columns.append(published_column(pub))
-            header.append(f"measured: {b.get('experiment') or b['dataset']}")
+            header.append(f"measured: {measured_label(b)}")
             columns.append(measured_column(b))
         rows = [[name, *(col[name] for col in columns)] for name in PERFORMANCE_ROWS]
         out.append(f"### {table}: {dataset}\n\n{markdown(header, rows)}")

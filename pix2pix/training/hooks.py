@@ -39,7 +39,7 @@ class Hook:
         """Right after the step, before the ranks agree on its losses and on stopping."""
 
     def on_losses(self, trainer: Trainer, losses: dict[str, float], seconds: float) -> None:
-        """The step's losses (the mean over the ranks) and its time."""
+        """The step's losses (the mean over the ranks; none for a step skipped on an AMP overflow) and its time."""
 
     def after_epoch(self, trainer: Trainer, epoch: int, lr: float, ms_per_step: float) -> None:
         """After the epoch's last step, with its learning rate and median step time."""
@@ -115,7 +115,11 @@ class TensorBoard(Hook):
         self.mode = mode
 
     def on_losses(self, trainer: Trainer, losses: dict[str, float], seconds: float) -> None:
-        self.writer.scalars({**losses, "step_time_ms": seconds * 1000}, trainer.global_step)
+        scalars = {**losses, "step_time_ms": seconds * 1000}
+        if trainer.step.scaled:  # mixed precision: the scale each step used, and the steps skipped so far
+            scalars["amp/loss_scale"] = trainer.step.scale_last
+            scalars["amp/skipped_steps"] = float(trainer.step.loss_scale.skipped_steps.asnumpy())
+        self.writer.scalars(scalars, trainer.global_step)
 
     def after_epoch(self, trainer: Trainer, epoch: int, lr: float, ms_per_step: float) -> None:
         self.writer.scalars({"lr": lr, "epoch_ms_per_step": ms_per_step}, epoch)
@@ -175,6 +179,7 @@ class Faults(Hook):
     """Fault injection, for the tests (`debug=faults`: the `fault` keys); all off by default."""
 
     nan_at_step: int | None = None  # this global step's input becomes NaN
+    overflow_at_step: int | None = None  # this global step's input becomes Inf (with amp: an overflow to skip)
     kill_at_step: int | None = None  # SIGKILL after this global step
     kill_in_save: int | None = None  # SIGKILL inside the Nth checkpoint write, before its rename
     signal_at_step: int | None = None  # send `signal_name` to itself `signal_times` times after this step
@@ -183,8 +188,10 @@ class Faults(Hook):
     rank: int = 0  # the rank that injects them (data-parallel runs)
 
     def before_step(self, trainer: Trainer, real_A: ms.Tensor, real_B: ms.Tensor) -> tuple[ms.Tensor, ms.Tensor]:
-        if trainer.global_step + 1 == self.nan_at_step and trainer.ranks.rank == self.rank:
-            real_A = ms.Tensor(np.full(real_A.shape, np.nan, np.float32))
+        if trainer.ranks.rank == self.rank:
+            for at, value in ((self.nan_at_step, np.nan), (self.overflow_at_step, np.inf)):
+                if trainer.global_step + 1 == at:
+                    real_A = ms.Tensor(np.full(real_A.shape, value, np.float32))
         return real_A, real_B
 
     def after_step(self, trainer: Trainer) -> None:

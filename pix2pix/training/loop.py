@@ -73,7 +73,8 @@ class Trainer:
     def fit(self, resume: ResumePoint | None = None) -> dict[str, float]:
         """Train from the start, or from `resume` (the state restored by the caller); the final metrics."""
         self.call("before_fit")
-        self.val_A, self.val_B = self.data.val_arrays(self.val_num_images)
+        self.val_batches = self.data.val_batches(self.val_num_images)  # one per shape (see AlignedData)
+        self.val_A, self.val_B = self.val_batches[0]  # the sample grids show the first shape's images
         steps = self.data.steps_per_epoch(self.ranks.size)
         self.first_epoch, skip = self.start_point(resume)
         total = self.schedule.total_epochs
@@ -101,11 +102,19 @@ class Trainer:
             "ms_per_step": stats["ms_per_step"],
             "train_seconds": time.perf_counter() - started,
             **{f"final_{name}": stats[name] for name in LOSS_NAMES},
+            **self.amp_totals(),
         }
+
+    def amp_totals(self) -> dict[str, float]:
+        """With mixed precision: the steps skipped on overflow over the whole run, and the scale reached."""
+        if not self.step.scaled:
+            return {}
+        scale = self.step.loss_scale
+        return {"amp_skipped_steps": int(scale.skipped_steps.asnumpy()), "amp_loss_scale": float(scale.scale.asnumpy())}
 
     def train_epoch(self, epoch: int, batches, steps: int, first_step: int) -> dict[str, float]:
         """Steps first_step+1..steps of `epoch`; on a stop request, a checkpoint and Interrupted."""
-        sums, times = dict.fromkeys(LOSS_NAMES, 0.0), []
+        sums, times, skips = dict.fromkeys(LOSS_NAMES, 0.0), [], 0
         desc = f"epoch {epoch}/{self.schedule.total_epochs}"
         bar = tqdm(total=steps, initial=first_step, desc=desc, disable=not self.progress_bar, leave=False)
         self.step.set_train(True)
@@ -120,12 +129,17 @@ class Trainer:
             # Mean over the ranks (the global batch's losses); a stop request on any rank stops all.
             losses, self.stop_agreed = self.agree(losses, self.signals.requested)
             values = dict(zip(LOSS_NAMES, losses))
-            self.check_finite(values, epoch, step_in_epoch)
+            skipped = self.step.skipped_last  # an AMP overflow: neither network was updated
+            if not skipped or self.step.scale_last <= 1:  # overflowing at scale 1 is not a float16 matter
+                self.check_finite(values, epoch, step_in_epoch)
             if len(times) == 1 and epoch == self.first_epoch:
                 self.log_first_step(times[0])
-            for name, value in values.items():
-                sums[name] += value
-            self.call("on_losses", values, times[-1])
+            if skipped:
+                skips += 1
+            else:
+                for name, value in values.items():
+                    sums[name] += value
+            self.call("on_losses", {} if skipped else values, times[-1])
             bar.set_postfix(G_L1=f"{values['loss_G_L1']:.3f}", D=f"{values['loss_D_fake']:.3f}")
             bar.update()
             if self.stop_agreed and step_in_epoch < steps:
@@ -133,8 +147,9 @@ class Trainer:
         bar.close()
         # The first step of a process includes graph compilation: keep it out of the rate.
         steady = times[1:] if len(times) > 1 and first_step == 0 and epoch == self.first_epoch else times
-        means = {name: total / len(times) for name, total in sums.items()}
-        return {**means, "ms_per_step": 1000 * float(np.median(steady))}
+        counted = len(times) - skips
+        means = {name: total / counted if counted else float("nan") for name, total in sums.items()}
+        return {**means, "ms_per_step": 1000 * float(np.median(steady)), "skipped_steps": skips}
 
     def set_learning_rate(self, epoch: int) -> float:
         lr = self.base_lr * self.schedule.factor(epoch - 1)
@@ -146,10 +161,13 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Validation L1 (on the float outputs, as the training L1) and the mean PSNR and SSIM
         of the 8-bit images, as task=eval computes them."""
-        fake = generate(self.step.G, self.val_A, self.val_mode)
-        per_image = [image_metrics(f, t) for f, t in zip(to_uint8(fake), to_uint8(self.val_B))]
+        per_image, l1_sum, values = [], 0.0, 0
+        for val_A, val_B in self.val_batches:
+            fake = generate(self.step.G, val_A, self.val_mode)
+            per_image += [image_metrics(f, t) for f, t in zip(to_uint8(fake), to_uint8(val_B))]
+            l1_sum, values = l1_sum + mean_l1(fake, val_B) * fake.size, values + fake.size
         return {
-            "L1": mean_l1(fake, self.val_B),
+            "L1": l1_sum / values,
             "psnr": float(np.mean([m["psnr"] for m in per_image])),
             "ssim": float(np.mean([m["ssim"] for m in per_image])),
         }
@@ -160,7 +178,7 @@ class Trainer:
             self.val_L1_before = self.validate()["L1"]
             log.info(
                 "validation L1 of the generator before training: %.4f (%d %s images, %s mode)",
-                *(self.val_L1_before, len(self.val_A), self.data.name, self.val_mode),
+                *(self.val_L1_before, sum(len(a) for a, _ in self.val_batches), self.data.name, self.val_mode),
             )
             return 1, 0
         self.val_L1_before, self.global_step = resume.val_L1_before, resume.global_step
@@ -216,10 +234,14 @@ class Trainer:
         )
 
     def log_epoch(self, epoch: int, stats: dict[str, float], lr: float, elapsed: float) -> None:
+        amp = ""
+        if self.step.scaled:
+            amp = f" | amp: {stats['skipped_steps']} steps skipped (overflow), loss scale {self.step.scale_last:g}"
         log.info(
-            "epoch %d/%d | %s | lr %.3g | %.0f ms/step | %.2f img/s | elapsed %s",
+            "epoch %d/%d | %s | lr %.3g | %.0f ms/step | %.2f img/s | elapsed %s%s",
             *(epoch, self.schedule.total_epochs, " ".join(f"{n} {stats[n]:.4f}" for n in LOSS_NAMES), lr),
             stats["ms_per_step"],
             1000 * self.data.batch_size * self.ranks.size / stats["ms_per_step"],
             format_seconds(elapsed),
+            amp,
         )

@@ -29,7 +29,13 @@ def test_groups_hold_the_options_the_issue_names():
     assert set(group_options("dataset")) >= {"synthetic", "facades", "maps", "folder"}
     assert set(group_options("device")) == {"auto", "cpu", "gpu", "ascend"}
     assert "single" in group_options("parallel")
-    assert set(group_options("model/generator")) == {"unet_256", "unet_128", "resnet_9blocks", "resnet_6blocks"}
+    assert set(group_options("model/generator")) == {
+        "unet_512",
+        "unet_256",
+        "unet_128",
+        "resnet_9blocks",
+        "resnet_6blocks",
+    }
     assert set(group_options("model/discriminator")) == {"basic", "n_layers", "pixel"}
     assert set(group_options("schedule")) == {"linear", "step", "cosine"}
 
@@ -110,13 +116,13 @@ def test_objects_come_from_targets(compose_cfg):
             ["dataset=facade"],
             "dataset=facade: no such option; choose one of cityscapes, edges2handbags, edges2shoes, facades",
         ),
-        (["model/generator=unet_512"], "model/generator=unet_512: no such option"),
+        (["model/generator=unet_1024"], "model/generator=unet_1024: no such option"),
         (["model.lamda_L1=10"], "'model.lamda_L1' is not a config key"),
         (
             ["model.generator=unet_128"],
             "model.generator is a config group; choose its option with model/generator=unet_128",
         ),
-        (["dataset.crop_size=abc"], "dataset.crop_size=abc: dataset.crop_size must be an integer (default 256)"),
+        (["dataset.crop_size=abc"], "dataset.crop_size=abc: use a positive integer (a square) or [height, width]"),
         (["model.lambda_L1=lots"], "model.lambda_L1 must be a number (default 100.0)"),
         (["dataset.flip=maybe"], "dataset.flip must be true or false"),
         (["dataset.crop_size=300"], "dataset.crop_size=300 is larger than dataset.load_size=286"),
@@ -128,7 +134,7 @@ def test_objects_come_from_targets(compose_cfg):
                 "dataset.crop_size=64",
                 "model/generator=resnet_6blocks",
             ],
-            "n_layers=5 needs dataset.crop_size >= 96",
+            "n_layers=5 needs both sides of dataset.crop_size >= 96",
         ),
         (["dataset=folder"], "dataset.root must be set: add dataset.root=VALUE"),
         (["parallel.device_num=3", "parallel.nodes=2"], "parallel.device_num=3 does not divide over parallel.nodes=2"),
@@ -143,7 +149,7 @@ def test_objects_come_from_targets(compose_cfg):
         (["fault.kill_at_step=3"], "the fault.* keys (the tests' fault injection) come with debug=faults"),
         (["dataset.flip=yes"], "dataset.flip=yes: dataset.flip must be true or false"),  # not converted to true
         (["parallel.sync_bn=1"], "parallel.sync_bn must be true or false"),
-        (['dataset.crop_size="256"'], "dataset.crop_size must be an integer"),
+        (['dataset.crop_size="256"'], "dataset.crop_size=256: use a positive integer (a square) or [height, width]"),
         (["task=eval", "eval.num_imgs=3"], "'eval.num_imgs' is not a config key; check its spelling"),
         (["model.lamda_L1=10", "task=predict"], "'model.lamda_L1' is not a config key"),
         (["task=evaluate"], "task=evaluate: no such task; use one of train, eval, predict, export, convert, benchmark"),

@@ -22,7 +22,7 @@ def test_any_image_is_fitted_to_the_network_and_back(name, fit):
     c, h, w = prepared.array.shape
     assert c == 3 and h % 32 == 0 and w % 32 == 0
     assert (h, w) == (64, 64) if fit == "resize" else (h >= img.height and w >= img.width)
-    restored = restore_image(prepared.array, prepared, fit)  # an identity "network"
+    restored = restore_image(prepared.array, prepared)  # an identity "network"
     assert restored.size == img.size
     assert restored.mode == ("RGBA" if name in ("rgba_64x33", "palette_70x40") else "RGB")
     if fit == "pad":  # nothing resampled: the pixels come back exactly
