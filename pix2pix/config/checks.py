@@ -190,6 +190,14 @@ def validate(cfg: DictConfig) -> None:
         raise Pix2PixError(
             f"data.max_pixels={max_pixels}: use 1 to {PILLOW_PIXEL_LIMIT} (Pillow refuses larger images itself)"
         )
+    for key, ok, rule in (
+        ("initial", lambda v: v >= 1, ">= 1"),
+        ("factor", lambda v: v > 1, "> 1"),
+        ("window", lambda v: v >= 1, ">= 1"),
+    ):
+        value = OmegaConf.select(cfg, f"loss_scale.{key}", default=None)
+        if value is not None and not ok(value):
+            raise Pix2PixError(f"loss_scale.{key}={value}: use a value {rule}")
     keep_last = OmegaConf.select(cfg, "checkpoint.keep_last", default=None)
     if keep_last is not None and keep_last < 1:
         raise Pix2PixError(f"checkpoint.keep_last={keep_last}: use 1 or more, or null to keep every epoch_NNN.ckpt")

@@ -94,9 +94,10 @@ def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrai
     optimizer_D = instantiate(cfg.optimizer)(discriminator.trainable_params())
     scaling = {}
     if level != "O0":
-        scale = cfg.loss_scale
+        # a run recorded before loss_scale existed, resumed with amp=: DynamicLossScale's defaults
+        loss_scale = DynamicLossScale(**cfg.get("loss_scale", {}))
         scaling = {
-            "loss_scale": DynamicLossScale(scale.initial, scale.factor, scale.window),
+            "loss_scale": loss_scale,
             "restorable": [
                 *checkpoint.network_state("D", discriminator).values(),
                 *checkpoint.optimizer_state("optimizer_D", optimizer_D, discriminator).values(),
@@ -106,7 +107,7 @@ def build_train_step(cfg: DictConfig, ranks: Ranks | None = None) -> Pix2PixTrai
         log.info(
             "amp=%s: float16 %s, float32 weights; dynamic loss scale from %g (x%g after %d good steps, "
             "halved and the step skipped on overflow)",
-            *(level, AMP_SCOPE[level], scale.initial, scale.factor, scale.window),
+            *(level, AMP_SCOPE[level], float(loss_scale.scale.asnumpy()), loss_scale.factor, loss_scale.window),
         )
         if ms.get_context("device_target") == "CPU":
             log.warning(

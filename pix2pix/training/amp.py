@@ -61,12 +61,11 @@ def float16_convolutions(net: nn.Cell) -> nn.Cell:
 
 
 class DynamicLossScale(nn.Cell):
-    """The loss scale and its counters, as Parameters: they live in the compiled step and its checkpoint."""
+    """The loss scale and its counters, as Parameters: they live in the compiled step and its checkpoint
+    (config.checks.validate checks the loss_scale keys)."""
 
     def __init__(self, initial: float = 2.0**16, factor: float = 2.0, window: int = 1000):
         super().__init__()
-        if initial < 1 or factor <= 1 or window < 1:
-            raise ValueError(f"loss_scale: initial >= 1, factor > 1, window >= 1 (got {initial}, {factor}, {window})")
         self.scale = Parameter(Tensor(initial, ms.float32), name="scale", requires_grad=False)
         self.good_steps = Parameter(Tensor(0, ms.int32), name="good_steps", requires_grad=False)
         self.skipped_steps = Parameter(Tensor(0, ms.int32), name="skipped_steps", requires_grad=False)

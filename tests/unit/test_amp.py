@@ -65,10 +65,13 @@ def test_an_overflow_skips_both_networks_and_halves_the_scale_good_steps_double_
     assert not step.skipped_last and scale_state(step) == (1024, 1, 1)
 
 
-def test_an_overflow_in_g_alone_undoes_d_update(tmp_path):
+def test_an_overflow_in_g_alone_undoes_d_update(tmp_path, monkeypatch):
     """lambda_L1 so large that only G's gradients overflow (the L1 term reaches G alone): D has already
-    stepped by then, and its update is put back, Adam state included."""
+    stepped by then, and its update is put back, Adam state included. O1 writes no code into the current
+    folder (MindSpore's own O1 rewrites the network into ./rewritten_network/ and imports it)."""
+    monkeypatch.chdir(tmp_path)
     step = tiny_step(tmp_path, "amp=O1", "model.lambda_L1=1e36", "loss_scale.initial=4")
+    assert not (tmp_path / "rewritten_network").exists()
     before = weights(step)
     step.losses(batch(), batch())
     assert step.skipped_last and scale_state(step) == (2, 0, 1)
@@ -85,6 +88,8 @@ def test_checkpoint_names_are_the_same_at_every_level(tmp_path):
     assert float32 <= o3
 
 
-def test_a_bad_level_is_one_line(tmp_path):
+def test_a_bad_level_or_scale_is_one_line(tmp_path):
     with pytest.raises(Pix2PixError, match="amp=O4: use one of O0, O1, O2, O3"):
         validate(compose_config(["amp=O4"], tmp_path))
+    with pytest.raises(Pix2PixError, match="loss_scale.factor=1.0: use a value > 1"):
+        validate(compose_config(["amp=O2", "loss_scale.factor=1"], tmp_path))

@@ -33,3 +33,9 @@ def test_the_report_wants_folders_and_reads_older_benchmark_files(tmp_path):
     }  # fmt: skip
     tables = report.performance_tables([report.Run(tmp_path, [], older)])
     assert "an older GPU column (published)" in tables and "measured: a_row_since_renamed" in tables
+    # older files have no crop_size or amp: no image/amp entries; newer ones show both, and the header
+    # names a non-default level and a rectangular shape
+    assert "image=" not in tables
+    newer = {**older, "experiment": "facades_gpu_1pc", "crop_size": [256, 512], "amp": "O2"}
+    tables = report.performance_tables([report.Run(tmp_path, [], newer)])
+    assert "measured: facades_gpu_1pc (amp=O2, 256x512)" in tables and "image=256x512, amp=O2" in tables
