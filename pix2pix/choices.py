@@ -20,8 +20,9 @@ AMP_LEVELS = ("O0", "O1", "O2", "O3")  # amp: MindSpore's mixed-precision levels
 PREDICT_FITS = ("resize", "pad")
 EXPORT_FORMATS = ("MINDIR", "ONNX", "AIR")
 RESUME_MODES = ("exact", "next_epoch")
-# What a training run returns to a sweeper (metrics.json keys; L1 lower is better, PSNR and SSIM higher).
-OPTIMIZED_METRICS = ("val_L1", "val_psnr", "val_ssim")
+# What a training run returns to a sweeper (metrics.json keys; L1 and FID lower is better, PSNR and SSIM higher).
+OPTIMIZED_METRICS = ("val_L1", "val_psnr", "val_ssim", "val_fid")
+EVAL_FID = ("auto", True, False)  # eval.fid: when the Inception weights are installed, always (required), never
 
 # The config keys that take one of these, checked by pix2pix.config.checks.validate where present.
 CHOICES = {
@@ -33,6 +34,7 @@ CHOICES = {
     "optimized_metric": OPTIMIZED_METRICS,
     "checkpoint.resume": RESUME_MODES,
     "amp": AMP_LEVELS,
+    "eval.fid": EVAL_FID,
 }
 
 
@@ -45,4 +47,5 @@ def check_task(task: str) -> None:
 def check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
     """One line naming the key and its choices when `value` is not one of them."""
     if value not in allowed:
-        raise Pix2PixError(f"{key}={value}: use one of {', '.join(allowed)}")
+        names = (str(choice).lower() if isinstance(choice, bool) else choice for choice in allowed)
+        raise Pix2PixError(f"{key}={value}: use one of {', '.join(names)}")

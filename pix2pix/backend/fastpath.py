@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,12 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from pix2pix.cache import CACHE_ENV, CacheProblem, trusted_cache, untrusted
 from pix2pix.errors import Pix2PixError
 from pix2pix.track.files import write_text
 from pix2pix.track.locks import FileLock
 
 SWITCH = "PIX2PIX_CPU_FASTPATH"
-CACHE_ENV = "PIX2PIX_CACHE_DIR"
 REBUILD = "retry with: python -m pix2pix.backend.fastpath --rebuild"
 ISA_CAP = "ONEDNN_MAX_CPU_ISA"
 SOURCE = Path(__file__).resolve().parent / "native" / "conv_shim.c"
@@ -73,40 +72,6 @@ class Status:
 
 _status: Status | None = None
 _library: ctypes.CDLL | None = None
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(os.environ.get(CACHE_ENV) or Path(base) / "pix2pix-ms")
-
-
-class CacheProblem(Exception):
-    """The cache cannot be used; the message says why and what to do."""
-
-
-def untrusted(path: Path) -> str | None:
-    """Why `path` must not be loaded into this process: another user's, or writable by others."""
-    info = path.stat()
-    if info.st_uid != os.geteuid():
-        return f"{path} belongs to another user (uid {info.st_uid}); set {CACHE_ENV} to a folder of yours"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"{path} is writable by others (mode {stat.filemode(info.st_mode)}); run chmod go-w {path}"
-    return None
-
-
-def trusted_cache() -> Path:
-    """The cache folder, created owner-only if missing; CacheProblem if it cannot be used safely."""
-    folder = cache_dir()
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        problem = untrusted(folder)
-    except OSError as err:
-        raise CacheProblem(
-            f"cannot use its cache folder {folder} ({err.strerror}); set {CACHE_ENV} to a folder you may write"
-        ) from None
-    if problem:
-        raise CacheProblem(problem)
-    return folder
 
 
 def has_avx512() -> bool:

@@ -198,6 +198,12 @@ def validate(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, f"loss_scale.{key}", default=None)
         if value is not None and not ok(value):
             raise Pix2PixError(f"loss_scale.{key}={value}: use a value {rule}")
+    for key in ("val.every", "fid.batch_size"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value < (0 if key == "val.every" else 1):
+            raise Pix2PixError(f"{key}={value}: use {'0 (off) or more' if key == 'val.every' else '1 or more'}")
+    if cfg.optimized_metric == "val_fid" and cfg.task == "train" and not OmegaConf.select(cfg, "val.fid"):
+        raise Pix2PixError("optimized_metric=val_fid: the run computes FID only with val.fid=true; add val.fid=true")
     keep_last = OmegaConf.select(cfg, "checkpoint.keep_last", default=None)
     if keep_last is not None and keep_last < 1:
         raise Pix2PixError(f"checkpoint.keep_last={keep_last}: use 1 or more, or null to keep every epoch_NNN.ckpt")

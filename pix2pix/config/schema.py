@@ -95,9 +95,18 @@ class CheckpointSchema:
 
 
 @dataclass
+class FidSchema:
+    weights: Optional[str] = MISSING
+    batch_size: int = MISSING
+    cache: bool = MISSING
+
+
+@dataclass
 class ValSchema:
     mode: str = MISSING
     num_images: Optional[int] = MISSING
+    every: int = MISSING
+    fid: bool = MISSING
 
 
 @dataclass
@@ -105,6 +114,7 @@ class EvalSchema:
     split: str = MISSING
     mode: str = MISSING
     num_images: Optional[int] = MISSING
+    fid: Any = MISSING  # auto, true or false (checked by config.checks.validate)
 
 
 @dataclass
@@ -169,6 +179,7 @@ SCHEMAS = {
     "logging": LoggingSchema,
     "loss_scale": LossScaleSchema,
     "checkpoint": CheckpointSchema,
+    "fid": FidSchema,
     "val": ValSchema,
     "eval": EvalSchema,
     "predict": PredictSchema,

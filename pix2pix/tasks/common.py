@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -10,7 +14,13 @@ from pix2pix.config.checks import validate
 from pix2pix.config.implied import resolve_trained_run
 from pix2pix.data.aligned import AlignedData
 from pix2pix.data.sizes import input_multiple
+from pix2pix.errors import Pix2PixError
 from pix2pix.runs import TrainedRun
+
+if TYPE_CHECKING:
+    from pix2pix.scoring.features import InceptionFeatures
+
+log = logging.getLogger(__name__)
 
 
 def build_dataset(cfg: DictConfig) -> AlignedData:
@@ -30,3 +40,19 @@ def trained_run(cfg: DictConfig, overrides: list[str] | None = None) -> TrainedR
     run = resolve_trained_run(cfg, command_line_overrides() if overrides is None else overrides)
     validate(run.cfg)
     return run
+
+
+def fid_features(cfg: DictConfig, key: str, required: bool) -> InceptionFeatures | None:
+    """The Inception feature extractor for FID and KID, as `fid.*` configures it; without its weights, a
+    Pix2PixError naming `key` if they are `required`, else one warning with how to get them, and None."""
+    from pix2pix.scoring.features import InceptionFeatures
+
+    fid = cfg.get("fid") or {}  # a run recorded before FID existed has no fid block
+    weights = fid.get("weights")
+    try:
+        return InceptionFeatures(Path(weights).expanduser() if weights else None, fid.get("batch_size", 8))
+    except Pix2PixError as err:
+        if required:
+            raise Pix2PixError(f"{key}=true: {err}") from None
+        log.warning("FID and KID skipped (%s=auto): %s", key, err)
+        return None

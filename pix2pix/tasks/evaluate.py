@@ -1,8 +1,10 @@
 """task=eval: translate a split with a trained generator and score every image.
 
 Writes into `<output>/<split>/`: images/ (input, generated, target PNGs), metrics.csv (per image),
-metrics.json (means, split, checkpoint), index.html (the gallery) and config.yaml (the effective
-config); the means also go to the run's TensorBoard.
+metrics.json (means, FID and KID of the split, checkpoint), index.html (the gallery) and config.yaml
+(the effective config); the figures also go to the run's TensorBoard. FID and KID compare the saved
+8-bit generated images with the saved targets (`python -m pix2pix.tools.fid <split>/images ...` on
+the same files gives the same figures).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pix2pix.infer.restore import start_generator
 from pix2pix.runs import TrainedRun
 from pix2pix.scoring.gallery import write_gallery
 from pix2pix.scoring.metrics import image_metrics
-from pix2pix.tasks.common import build_dataset, trained_run
+from pix2pix.scoring.real_features import FidScorer, real_features
+from pix2pix.tasks.common import build_dataset, fid_features, trained_run
 from pix2pix.track.files import result_names, write_text
 from pix2pix.track.samples import save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
@@ -49,10 +52,17 @@ def run(cfg: DictConfig) -> float:
 
 
 def score_split(
-    generator, data: AlignedData, files: list[Path], mode: str, out: Path, progress_bar: bool
+    generator,
+    data: AlignedData,
+    files: list[Path],
+    mode: str,
+    out: Path,
+    progress_bar: bool,
+    kept: dict[str, list[np.ndarray]] | None = None,
 ) -> list[dict]:
     """Translate each pair's input, save input | generated | target as PNGs under `out`/images, and score
-    the generated image against the target; one row per file."""
+    the generated image against the target; one row per file. `kept`: the 8-bit generated and target
+    images are appended to its lists (for FID)."""
     rows, preprocess = [], data.preprocess
     names = result_names([Path(file.name) for file in files])  # a.jpg and a.png: their own result names
     bar = tqdm(zip(files, names), total=len(files), desc=f"eval {out.name}", disable=not progress_bar, leave=False)
@@ -64,6 +74,9 @@ def score_split(
         stacked = np.stack([real_A, fake_B, real_B])[:, :, :height, :width]
         images = dict(zip(("input", "generated", "target"), to_uint8(stacked)))
         row = {"name": file.name, **image_metrics(images["generated"], images["target"])}
+        if kept is not None:
+            for kind in kept:
+                kept[kind].append(images[kind])
         for kind, pixels in images.items():
             row[kind] = f"images/{name}_{kind}.png"
             save_png(out / row[kind], pixels)
@@ -90,10 +103,15 @@ def evaluate(run: TrainedRun) -> dict:
         out,
     )
     show = cfg.logging.progress_bar and sys.stderr.isatty()
-    rows = score_split(generator, data, files, cfg.eval.mode, out, progress_bar=show)
+    wanted = cfg.eval.get("fid", "auto")
+    extract = fid_features(cfg, "eval.fid", required=wanted is True) if wanted is not False else None
+    kept = {"generated": [], "target": []} if extract else None
+    rows = score_split(generator, data, files, cfg.eval.mode, out, progress_bar=show, kept=kept)
     means = {m: float(np.mean([row[m] for row in rows])) for m in METRICS}
+    scores = split_fid(cfg, data, files, extract, kept) if extract else {}
     summary = {
         **means,
+        **scores,
         "split": split,
         "num_images": len(rows),
         "mode": cfg.eval.mode,
@@ -107,12 +125,32 @@ def evaluate(run: TrainedRun) -> dict:
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     title = f"{data.name} {split}: {run.checkpoint.name} (epoch {meta.get('epoch', '?')})"
     text = " | ".join(f"mean {m.upper()} {means[m]:.4f}" for m in METRICS)
+    if scores:
+        text += f" | FID {scores['fid']:.2f} | KID {scores['kid']:.4f} +- {scores['kid_std']:.4f}"
     write_gallery(out / "index.html", rows, title, f"{text} | {len(rows)} images, {cfg.eval.mode} mode")
 
     writer = RunWriter((run.folder or Path(cfg.paths.output_dir)) / "tensorboard")
     try:
-        writer.scalars({f"eval/{split}/{m}": means[m] for m in METRICS}, meta.get("global_step", 0))
+        shown = {**means, **{name: scores[name] for name in ("fid", "kid") if name in scores}}
+        writer.scalars({f"eval/{split}/{m}": value for m, value in shown.items()}, meta.get("global_step", 0))
     finally:
         writer.close()
     log.info("%s: %s -> %s", split, text, out / "index.html")
     return summary
+
+
+def split_fid(cfg: DictConfig, data: AlignedData, files: list[Path], extract, kept: dict) -> dict:
+    """FID and KID of the generated images against the targets (whose features may come from the cache)."""
+    if len(files) < 2:
+        log.warning("FID and KID skipped: they need at least two images (eval.num_images=%d)", len(files))
+        return {}
+    settings = f"eval {data.name} {data.direction} {data.preprocess} content {len(files)}"
+    folder = files[0].parent if (cfg.get("fid") or {}).get("cache", True) else None
+    real, cached = real_features(extract, files, lambda: kept["target"], settings, folder)
+    log.info("FID: real images' features %s", f"from {cached}" if cached else "computed")
+    scores = FidScorer(extract, real).score(kept["generated"])
+    log.info(
+        "FID %.4f, KID %.6f +- %.6f (subsets of %d images)",
+        *(scores[k] for k in ("fid", "kid", "kid_std", "kid_subset_size")),
+    )
+    return scores

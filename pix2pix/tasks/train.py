@@ -19,11 +19,13 @@ from pix2pix.models.layers import count_params
 from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
 from pix2pix.parallel.env import launcher, local_index
 from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun, locate_checkpoint, lock_run, owns_the_run
-from pix2pix.tasks.common import build_dataset, command_line_overrides, trained_run
+from pix2pix.scoring.real_features import FidScorer, real_features
+from pix2pix.tasks.common import build_dataset, command_line_overrides, fid_features, trained_run
 from pix2pix.track.files import write_text
+from pix2pix.track.samples import to_uint8
 from pix2pix.track.tensorboard import RunWriter
 from pix2pix.training.amp import AMP_SCOPE, DynamicLossScale, mixed_precision
-from pix2pix.training.hooks import Checkpoints, Faults, TensorBoard
+from pix2pix.training.hooks import Checkpoints, Faults, TensorBoard, Validation
 from pix2pix.training.loop import Trainer
 from pix2pix.training.step import Pix2PixTrainStep
 from pix2pix.weights.mapping import load_into
@@ -198,8 +200,8 @@ def train(cfg: DictConfig, resume_from: Path | None = None, forked: bool = False
         metrics = trainer.fit(resume)
         if ranks.writes:
             write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        names = ("val_L1", "val_L1_before", "val_psnr", "val_ssim")
-        writer.hparams(cfg, {f"hparams/{name}": metrics[name] for name in names})
+        names = ("val_L1", "val_L1_before", "val_psnr", "val_ssim", "val_fid", "val_kid")
+        writer.hparams(cfg, {f"hparams/{name}": metrics[name] for name in names if name in metrics})
     finally:
         writer.close()
     log.info("run folder: %s", run_dir)
@@ -219,19 +221,35 @@ def build_trainer(
         seed=cfg.seed,
         before_rename=faults.checkpoint_writes() if faults else None,
     )
+    hooks = [TensorBoard(writer, run_dir, cfg.val.mode), Validation(writer, cfg.val.get("every", 0))]
     return Trainer(
         step,
         data,
         instantiate(cfg.schedule),
         checkpoints,
         base_lr=cfg.optimizer.learning_rate,
-        hooks=[TensorBoard(writer, run_dir, cfg.val.mode), *([faults] if faults else [])],
+        hooks=[*hooks, *([faults] if faults else [])],
         ranks=ranks,
         val_mode=cfg.val.mode,
         val_num_images=cfg.val.num_images,
         resume_mode=cfg.checkpoint.get("resume", "exact"),
         progress_bar=cfg.logging.progress_bar,
+        fid=validation_fid(cfg, data) if cfg.val.get("fid") and ranks.writes else None,
     )
+
+
+def validation_fid(cfg: DictConfig, data: AlignedData) -> FidScorer:
+    """val.fid=true: FID and KID against the validation images (their features cached, as task=eval's)."""
+    extract = fid_features(cfg, "val.fid", required=True)
+    files = data.files("val")[: cfg.val.num_images]
+    if len(files) < 2:
+        raise Pix2PixError(f"val.fid=true: FID needs at least two validation images, {data.name} has {len(files)}")
+    batches = data.val_batches(cfg.val.num_images)
+    settings = f"val {data.name} {data.direction} {data.preprocess} {len(files)}"
+    folder = files[0].parent if (cfg.get("fid") or {}).get("cache", True) else None
+    real, cached = real_features(extract, files, lambda: [i for _, b in batches for i in to_uint8(b)], settings, folder)
+    log.info("val.fid: real images' features %s", f"from {cached}" if cached else "computed")
+    return FidScorer(extract, real)
 
 
 def record_fork(run: TrainedRun, write: bool) -> DictConfig:

@@ -31,6 +31,8 @@ TRAIN_COLUMNS = (
     ("val_L1", "val L1", "{:.4f}"),
     ("val_psnr", "PSNR", "{:.2f}"),
     ("val_ssim", "SSIM", "{:.4f}"),
+    ("val_fid", "FID", "{:.2f}"),  # FID and KID: runs with val.fid=true (the columns only where a run has them)
+    ("val_kid", "KID", "{:.4f}"),
     ("final_loss_G_GAN", "G GAN", "{:.3f}"),
     ("final_loss_G_L1", "G L1", "{:.3f}"),
     ("final_loss_D_real", "D real", "{:.3f}"),
@@ -79,13 +81,29 @@ def run_label(run: Run, paths: list[Path]) -> str:
     return str(run.folder)
 
 
+OPTIONAL_COLUMNS = ("val_fid", "val_kid")
+# task=eval's metrics.json (<run>/eval/<split>/): its figures under the training table's columns.
+EVAL_KEYS = {"val_L1": "l1", "val_psnr": "psnr", "val_ssim": "ssim", "val_fid": "fid", "val_kid": "kid"}
+
+
+def result(run: Run, key: str) -> object:
+    if "split" in run.results and "checkpoint" in run.results:  # an eval of a split
+        return run.results.get(EVAL_KEYS.get(key, key))
+    return run.results.get(key)
+
+
 def training_table(runs: list[Run], paths: list[Path]) -> tuple[list[str], list[list[str]]]:
-    header = ["run", "overrides", *(label for _, label, _ in TRAIN_COLUMNS)]
+    columns = [
+        column
+        for column in TRAIN_COLUMNS
+        if column[0] not in OPTIONAL_COLUMNS or any(result(run, column[0]) is not None for run in runs)
+    ]
+    header = ["run", "overrides", *(label for _, label, _ in columns)]
     rows = []
     for run, swept in zip(runs, swept_overrides(runs)):
         cells = [run_label(run, paths), " ".join(swept) or "(defaults)"]
-        for key, _, fmt in TRAIN_COLUMNS:
-            value = run.results.get(key)
+        for key, _, fmt in columns:
+            value = result(run, key)
             cells.append(fmt.format(value) if isinstance(value, (int, float)) else "")
         rows.append(cells)
     return header, rows
@@ -313,7 +331,10 @@ def report(argv: list[str] | None) -> int:
     written = [out / "report.md", out / "report.csv"]
     if args.plot:
         if not any(args.metric in r.results for r in runs):
-            raise SystemExit(f"error: --metric {args.metric}: not in metrics.json (try val_L1, val_psnr, val_ssim)")
+            raise SystemExit(
+                f"error: --metric {args.metric}: not in metrics.json "
+                "(try val_L1, val_psnr, val_ssim, or val_fid of runs with val.fid=true)"
+            )
         written.append(plot(runs, args.metric, out / "report.png"))
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -1,5 +1,5 @@
 """What happens around the training loop, as hooks it calls: checkpoints, TensorBoard and sample
-grids, stop signals, and (for the tests only) fault injection. Only rank 0 writes."""
+grids, validation every N epochs, stop signals, and (for the tests only) fault injection. Only rank 0 writes."""
 
 from __future__ import annotations
 
@@ -135,6 +135,22 @@ class TensorBoard(Hook):
 
     def on_stop(self, trainer: Trainer) -> None:
         self.writer.flush()
+
+
+class Validation(Hook):
+    """val.every=N: the validation metrics after every N-th epoch (all but the last, which the loop's final
+    validation scores) into the log and TensorBoard (val/L1, val/psnr, val/ssim; val/fid, val/kid)."""
+
+    def __init__(self, writer: RunWriter, every: int):
+        self.writer, self.every = writer, every
+
+    def after_epoch(self, trainer: Trainer, epoch: int, lr: float, ms_per_step: float) -> None:
+        if not self.every or epoch % self.every or epoch == trainer.schedule.total_epochs:
+            return
+        metrics = trainer.validate()  # every rank: G may hold a SyncBatchNorm
+        shown = {name: value for name, value in metrics.items() if name not in ("kid_std", "kid_subset_size")}
+        log.info("validation after epoch %d: %s", epoch, " | ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        self.writer.scalars({f"val/{name}": value for name, value in shown.items()}, epoch)
 
 
 class StopSignals(Hook):

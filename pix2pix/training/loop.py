@@ -1,5 +1,6 @@
 """The training loop: epochs of steps, the learning rate per epoch, validation before and after.
-Checkpoints, TensorBoard and samples, stop signals and what the tests inject are hooks (training.hooks)."""
+Checkpoints, TensorBoard and samples, validation every N epochs, stop signals and what the tests inject
+are hooks (training.hooks)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pix2pix.errors import Interrupted, Pix2PixError
 from pix2pix.infer.generate import generate
 from pix2pix.parallel.collective import Ranks, StepAgreement, check_in_sync
 from pix2pix.scoring.metrics import image_metrics, mean_l1
+from pix2pix.scoring.real_features import FidScorer
 from pix2pix.track.samples import to_uint8
 from pix2pix.training.hooks import Checkpoints, Hook, StopSignals
 from pix2pix.training.schedule import Schedule
@@ -35,6 +37,10 @@ def format_seconds(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def describe_fid(metrics: dict[str, float]) -> str:
+    return f"FID {metrics['fid']:.2f}, KID {metrics['kid']:.4f} +- {metrics['kid_std']:.4f}"
 
 
 class Trainer:
@@ -53,6 +59,7 @@ class Trainer:
         val_num_images: int | None = None,
         resume_mode: str = "exact",
         progress_bar: bool = True,
+        fid: FidScorer | None = None,
     ):
         self.step, self.data, self.schedule, self.checkpoints = step, data, schedule, checkpoints
         self.base_lr = base_lr
@@ -61,6 +68,8 @@ class Trainer:
         self.ranks = ranks or Ranks()
         self.agree = StepAgreement(self.ranks)
         self.val_mode, self.val_num_images = val_mode, val_num_images
+        self.fid = fid if self.ranks.writes else None  # FID and KID (val.fid): rank 0 alone runs Inception
+        self.fid_before: dict[str, float] = {}
         self.resume_mode = resume_mode
         self.progress_bar = progress_bar and sys.stderr.isatty()
         self.global_step, self.val_L1_before, self.first_epoch = 0, float("nan"), 1
@@ -92,13 +101,15 @@ class Trainer:
                     raise self.interrupted(self.checkpoints.last)
         final = self.validate()
         log.info(
-            "validation L1 of the trained generator: %.4f (at the start: %.4f); PSNR %.2f dB, SSIM %.4f",
+            "validation L1 of the trained generator: %.4f (at the start: %.4f); PSNR %.2f dB, SSIM %.4f%s",
             *(final["L1"], self.val_L1_before, final["psnr"], final["ssim"]),
+            f"; {describe_fid(final)}" if "fid" in final else "",
         )
         check_in_sync(self.ranks, self.step.G, self.step.D)
         return {
             "val_L1_before": self.val_L1_before,
-            **{f"val_{name}": final[name] for name in ("L1", "psnr", "ssim")},
+            **{f"val_{name}": value for name, value in final.items()},
+            **{f"val_{name}_before": self.fid_before[name] for name in ("fid", "kid") if name in self.fid_before},
             "ms_per_step": stats["ms_per_step"],
             "train_seconds": time.perf_counter() - started,
             **{f"final_{name}": stats[name] for name in LOSS_NAMES},
@@ -160,25 +171,30 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         """Validation L1 (on the float outputs, as the training L1) and the mean PSNR and SSIM
-        of the 8-bit images, as task=eval computes them."""
-        per_image, l1_sum, values = [], 0.0, 0
+        of the 8-bit images, as task=eval computes them; with val.fid, FID and KID of those images."""
+        per_image, generated, l1_sum, values = [], [], 0.0, 0
         for val_A, val_B in self.val_batches:
             fake = generate(self.step.G, val_A, self.val_mode)
-            per_image += [image_metrics(f, t) for f, t in zip(to_uint8(fake), to_uint8(val_B))]
+            generated += list(to_uint8(fake))
+            per_image += [image_metrics(f, t) for f, t in zip(generated[-len(fake) :], to_uint8(val_B))]
             l1_sum, values = l1_sum + mean_l1(fake, val_B) * fake.size, values + fake.size
-        return {
+        metrics = {
             "L1": l1_sum / values,
             "psnr": float(np.mean([m["psnr"] for m in per_image])),
             "ssim": float(np.mean([m["ssim"] for m in per_image])),
         }
+        return {**metrics, **(self.fid.score(generated) if self.fid else {})}
 
     def start_point(self, resume: ResumePoint | None) -> tuple[int, int]:
         """The first epoch to train and the steps of it already done; the untrained L1 of a new run."""
         if resume is None:
-            self.val_L1_before = self.validate()["L1"]
+            before = self.validate()
+            self.val_L1_before = before["L1"]
+            self.fid_before = {name: before[name] for name in ("fid", "kid") if name in before}
             log.info(
-                "validation L1 of the generator before training: %.4f (%d %s images, %s mode)",
+                "validation L1 of the generator before training: %.4f (%d %s images, %s mode)%s",
                 *(self.val_L1_before, sum(len(a) for a, _ in self.val_batches), self.data.name, self.val_mode),
+                f"; {describe_fid(before)}" if "fid" in before else "",
             )
             return 1, 0
         self.val_L1_before, self.global_step = resume.val_L1_before, resume.global_step

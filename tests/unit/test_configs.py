@@ -139,7 +139,10 @@ def test_objects_come_from_targets(compose_cfg):
         (["dataset=folder"], "dataset.root must be set: add dataset.root=VALUE"),
         (["parallel.device_num=3", "parallel.nodes=2"], "parallel.device_num=3 does not divide over parallel.nodes=2"),
         (["parallel=8pcs", "parallel.nodes=2"], "parallel.nodes=2: set parallel.master_port"),
-        (["optimized_metric=loss"], "optimized_metric=loss: use one of val_L1, val_psnr, val_ssim"),
+        (["optimized_metric=loss"], "optimized_metric=loss: use one of val_L1, val_psnr, val_ssim, val_fid"),
+        (["optimized_metric=val_fid"], "optimized_metric=val_fid: the run computes FID only with val.fid=true"),
+        (["val.every=-1"], "val.every=-1: use 0 (off) or more"),
+        (["fid.batch_size=0"], "fid.batch_size=0: use 1 or more"),
         (["hydra/launcher=joblb"], "come with the sweep extra: pip install -e '.[sweep]'"),
         # typed by the schemas (pix2pix/config/schema.py), refused by Hydra while composing
         (["task=eval", "eval.num_images=all"], "eval.num_images must be an integer or null (default null)"),
@@ -182,6 +185,16 @@ def test_good_command_line_passes():
     check_overrides(["dataset=maps", "model.lambda_L1=10", "device=cpu"], CONF_DIR)
     check_overrides(["task=benchmark", "experiment=maps_gpu_8pcs", "device=cpu"], CONF_DIR)
     check_overrides(["parallel=8pcs", "parallel.nodes=2", "parallel.master_port=8118"], CONF_DIR)
+    check_overrides(["val.fid=true", "val.every=10", "optimized_metric=val_fid"], CONF_DIR)
+
+
+def test_eval_fid_is_auto_true_or_false(compose_cfg):
+    from pix2pix.config.checks import validate
+
+    with pytest.raises(Pix2PixError, match="eval.fid=maybe: use one of auto, true, false"):
+        validate(compose_cfg("task=eval", "eval.fid=maybe"))
+    for value in ("auto", "true", "false"):
+        validate(compose_cfg("task=eval", f"eval.fid={value}", "fid.weights=/opt/default_1.pt", "fid.cache=false"))
 
 
 PUBLISHED_KEYS = {"table", "column", "dataset", "resource", "mindspore_version", "devices", "ms_per_step"}

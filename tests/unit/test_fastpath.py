@@ -16,6 +16,7 @@ import pytest
 from mindspore import nn
 
 from pix2pix.backend import fastpath
+from pix2pix.cache import cache_dir
 from pix2pix.models.layers import LeakyReLU
 from tests.helpers import CAN_BUILD, STATUS, status_in_a_new_process
 
@@ -56,7 +57,7 @@ def test_loaded_after_mindspore_it_would_not_work_so_the_avx2_cap_is_used(tmp_pa
 def test_children_load_it_first(tmp_path):
     status = fastpath.enable()
     if status.active:
-        assert str(fastpath.library_path(fastpath.cache_dir())) in os.environ["LD_PRELOAD"].split()
+        assert str(fastpath.library_path(cache_dir())) in os.environ["LD_PRELOAD"].split()
     else:
         assert "conv_shim" not in os.environ.get("LD_PRELOAD", "")
 

@@ -15,10 +15,11 @@ PACKAGE = ROOT / "pix2pix"
 # Lowest first: a module imports from its own package and from lower layers only.
 LAYERS = [
     {"errors"},
-    {"choices", "track"},
-    {"backend", "parallel", "models", "scoring", "targets"},
+    {"choices", "track", "cache"},
+    {"backend", "parallel", "models", "targets"},
     {"data", "checkpoint"},
     {"weights"},
+    {"scoring"},  # FID's Inception features need the network, its weights and the data's image suffixes
     {"runs"},
     {"config"},
     {"infer"},
