@@ -46,6 +46,6 @@ def check_task(task: str) -> None:
 
 def check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
     """One line naming the key and its choices when `value` is not one of them."""
-    if value not in allowed:
+    if not any(value == choice and type(value) is type(choice) for choice in allowed):  # eval.fid=0 is not false
         names = (str(choice).lower() if isinstance(choice, bool) else choice for choice in allowed)
         raise Pix2PixError(f"{key}={value}: use one of {', '.join(names)}")

@@ -25,7 +25,7 @@ from pix2pix.weights.published import IMPLIED_META, is_ours
 
 # Keys that describe this invocation, not the trained model: they come from the command
 # line's config. Everything else (model, dataset, seed, paths, ...) comes from the run.
-INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "parallel", "logging", "fault", "data")
+INVOCATION_KEYS = ("task", "ckpt", "eval", "predict", "export", "device", "parallel", "logging", "fault", "data", "fid")
 # A resumed training run also keeps its parallel settings (the global batch, steps per epoch),
 # unless the command line changes them.
 RESUME_INVOCATION_KEYS = tuple(key for key in INVOCATION_KEYS if key != "parallel")

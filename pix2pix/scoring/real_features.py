@@ -1,23 +1,26 @@
 """FID/KID against one split's real images, their Inception features computed once and cached.
 
-The cache file lives beside the data (<dataset root>/.fid/<split>-<settings>.npz), or in the user's
-cache when the data folder is not writable. It holds the features (float32, one row per image) and the
-key they were made for: a SHA-256 of every file's name and bytes, the settings that turn the files
-into images (dataset, direction, preprocessing, image count) and the feature extractor. Any change
-gives another key, and the features are computed again. A cache file is read as arrays only
-(np.load without pickles); one that does not match is replaced.
+The cache file lives beside the split's folder (<split>/../.fid/<split>-<settings>.npz), or in the
+user's cache when that folder may not be written or what is there is not the user's own. It holds
+the features (float32, one row per image) and the key they were made for: a SHA-256 of every file's
+name and bytes, the settings that turn the files into images (dataset, direction, preprocessing,
+image count) and the feature extractor. Any change gives another key, and the features are computed
+again. A cache file is read as arrays only (np.load without pickles, its size checked first); one
+that does not match is replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
-from pix2pix.cache import CacheProblem, trusted_cache
+from pix2pix.cache import CacheProblem, trusted_cache, untrusted
 from pix2pix.errors import Pix2PixError
 from pix2pix.models.inception import FEATURES
 from pix2pix.scoring.distances import Stats, fid_kid
@@ -42,29 +45,41 @@ def content_key(files: list[Path], settings: str) -> str:
 
 
 def cache_file(split_folder: Path, settings: str) -> Path:
-    """Beside the data if its folder may be written, else in the user's cache (named by the folder)."""
+    """Beside the data if that folder may be written and its file there is the user's own, else in the
+    user's cache (named by the split's folder)."""
     name = f"{split_folder.name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}.npz"
     beside = split_folder.parent / CACHE_FOLDER
     try:
         beside.mkdir(exist_ok=True)
-        probe = beside / f".probe-{name}"
-        probe.touch()
-        probe.unlink()
-        return beside / name
+        _probe(beside)
+        problem = untrusted(beside) or ((beside / name).exists() and untrusted(beside / name))
+        if not problem:
+            return beside / name
+        log.warning("FID: the feature cache beside the data is not used (%s); the user cache is", problem)
     except OSError:
-        folder = hashlib.sha256(str(split_folder.resolve()).encode()).hexdigest()[:12]
-        return trusted_cache() / "fid" / "stats" / folder / name
+        pass
+    folder = hashlib.sha256(str(split_folder.resolve()).encode()).hexdigest()[:12]
+    return trusted_cache() / "fid" / "stats" / folder / name
+
+
+def _probe(folder: Path) -> None:
+    """OSError unless this process may create files in `folder` (a name of its own: others may probe too)."""
+    fd, path = tempfile.mkstemp(prefix=".probe-", dir=folder)
+    os.close(fd)
+    os.unlink(path)
 
 
 def _read(path: Path, key: str, count: int) -> np.ndarray | None:
     try:
+        if path.stat().st_size > count * FEATURES * 4 + 2**16:  # the features and a key: more is not ours
+            return None
         with np.load(path, allow_pickle=False) as stored:
             if str(stored["key"]) != key:
                 return None
             features = stored["features"]
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, EOFError, MemoryError) as err:
         log.warning("FID: %s is not a readable feature cache (%s); computing the features again", path, err)
         return None
     if features.shape != (count, FEATURES) or features.dtype != np.float32 or not np.isfinite(features).all():
@@ -76,6 +91,7 @@ def _write(path: Path, key: str, features: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, key=np.array(key), features=features)
+        os.chmod(tmp, 0o644)  # never group-writable, whatever the umask (such a file is not read back)
 
     try:
         write_atomically(path, write)

@@ -43,15 +43,17 @@ def trained_run(cfg: DictConfig, overrides: list[str] | None = None) -> TrainedR
 
 
 def fid_features(cfg: DictConfig, key: str, required: bool) -> InceptionFeatures | None:
-    """The Inception feature extractor for FID and KID, as `fid.*` configures it; without its weights, a
-    Pix2PixError naming `key` if they are `required`, else one warning with how to get them, and None."""
+    """The Inception feature extractor for FID and KID, as `fid.*` configures it. Without its weights: a
+    Pix2PixError naming `key` if they are `required`, else one warning with how to get them, and None
+    (weights that are there but wrong are an error either way)."""
     from pix2pix.scoring.features import InceptionFeatures
+    from pix2pix.weights.fid_weights import WeightsMissing
 
     fid = cfg.get("fid") or {}  # a run recorded before FID existed has no fid block
     weights = fid.get("weights")
     try:
-        return InceptionFeatures(Path(weights).expanduser() if weights else None, fid.get("batch_size", 8))
-    except Pix2PixError as err:
+        return InceptionFeatures(Path(weights).expanduser() if weights else None, fid.get("batch_size"))
+    except WeightsMissing as err:
         if required:
             raise Pix2PixError(f"{key}=true: {err}") from None
         log.warning("FID and KID skipped (%s=auto): %s", key, err)

@@ -3,8 +3,8 @@
 Writes into `<output>/<split>/`: images/ (input, generated, target PNGs), metrics.csv (per image),
 metrics.json (means, FID and KID of the split, checkpoint), index.html (the gallery) and config.yaml
 (the effective config); the figures also go to the run's TensorBoard. FID and KID compare the saved
-8-bit generated images with the saved targets (`python -m pix2pix.tools.fid <split>/images ...` on
-the same files gives the same figures).
+8-bit generated images with the saved targets, read back from their PNGs (`python -m pix2pix.tools.fid`
+on folders of those two kinds of files gives the same figures).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from pix2pix.data.aligned import AlignedData, open_pair, split_pair
+from pix2pix.data.images import read_image, rgb
 from pix2pix.infer.generate import generate
 from pix2pix.infer.restore import start_generator
 from pix2pix.runs import TrainedRun
@@ -52,17 +54,10 @@ def run(cfg: DictConfig) -> float:
 
 
 def score_split(
-    generator,
-    data: AlignedData,
-    files: list[Path],
-    mode: str,
-    out: Path,
-    progress_bar: bool,
-    kept: dict[str, list[np.ndarray]] | None = None,
+    generator, data: AlignedData, files: list[Path], mode: str, out: Path, progress_bar: bool
 ) -> list[dict]:
     """Translate each pair's input, save input | generated | target as PNGs under `out`/images, and score
-    the generated image against the target; one row per file. `kept`: the 8-bit generated and target
-    images are appended to its lists (for FID)."""
+    the generated image against the target; one row per file."""
     rows, preprocess = [], data.preprocess
     names = result_names([Path(file.name) for file in files])  # a.jpg and a.png: their own result names
     bar = tqdm(zip(files, names), total=len(files), desc=f"eval {out.name}", disable=not progress_bar, leave=False)
@@ -74,9 +69,6 @@ def score_split(
         stacked = np.stack([real_A, fake_B, real_B])[:, :, :height, :width]
         images = dict(zip(("input", "generated", "target"), to_uint8(stacked)))
         row = {"name": file.name, **image_metrics(images["generated"], images["target"])}
-        if kept is not None:
-            for kind in kept:
-                kept[kind].append(images[kind])
         for kind, pixels in images.items():
             row[kind] = f"images/{name}_{kind}.png"
             save_png(out / row[kind], pixels)
@@ -105,10 +97,9 @@ def evaluate(run: TrainedRun) -> dict:
     show = cfg.logging.progress_bar and sys.stderr.isatty()
     wanted = cfg.eval.get("fid", "auto")
     extract = fid_features(cfg, "eval.fid", required=wanted is True) if wanted is not False else None
-    kept = {"generated": [], "target": []} if extract else None
-    rows = score_split(generator, data, files, cfg.eval.mode, out, progress_bar=show, kept=kept)
+    rows = score_split(generator, data, files, cfg.eval.mode, out, progress_bar=show)
     means = {m: float(np.mean([row[m] for row in rows])) for m in METRICS}
-    scores = split_fid(cfg, data, files, extract, kept) if extract else {}
+    scores = split_fid(cfg, data, files, extract, out, rows) if extract else {}
     summary = {
         **means,
         **scores,
@@ -139,16 +130,22 @@ def evaluate(run: TrainedRun) -> dict:
     return summary
 
 
-def split_fid(cfg: DictConfig, data: AlignedData, files: list[Path], extract, kept: dict) -> dict:
-    """FID and KID of the generated images against the targets (whose features may come from the cache)."""
+def saved_images(out: Path, rows: list[dict], kind: str) -> Iterator[np.ndarray]:
+    """The `kind` PNGs score_split saved, read back one at a time."""
+    return (np.asarray(rgb(read_image(out / row[kind]).image)) for row in rows)
+
+
+def split_fid(cfg: DictConfig, data: AlignedData, files: list[Path], extract, out: Path, rows: list[dict]) -> dict:
+    """FID and KID of the saved generated images against the saved targets (whose features may come from
+    the cache)."""
     if len(files) < 2:
         log.warning("FID and KID skipped: they need at least two images (eval.num_images=%d)", len(files))
         return {}
     settings = f"eval {data.name} {data.direction} {data.preprocess} content {len(files)}"
     folder = files[0].parent if (cfg.get("fid") or {}).get("cache", True) else None
-    real, cached = real_features(extract, files, lambda: kept["target"], settings, folder)
+    real, cached = real_features(extract, files, lambda: saved_images(out, rows, "target"), settings, folder)
     log.info("FID: real images' features %s", f"from {cached}" if cached else "computed")
-    scores = FidScorer(extract, real).score(kept["generated"])
+    scores = FidScorer(extract, real).score(saved_images(out, rows, "generated"))
     log.info(
         "FID %.4f, KID %.6f +- %.6f (subsets of %d images)",
         *(scores[k] for k in ("fid", "kid", "kid_std", "kid_subset_size")),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mindspore as ms
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -28,6 +29,7 @@ from pix2pix.training.amp import AMP_SCOPE, DynamicLossScale, mixed_precision
 from pix2pix.training.hooks import Checkpoints, Faults, TensorBoard, Validation
 from pix2pix.training.loop import Trainer
 from pix2pix.training.step import Pix2PixTrainStep
+from pix2pix.weights.fid_weights import WeightsMissing, check_weights
 from pix2pix.weights.mapping import load_into
 from pix2pix.weights.published import has_discriminator
 
@@ -234,20 +236,33 @@ def build_trainer(
         val_num_images=cfg.val.num_images,
         resume_mode=cfg.checkpoint.get("resume", "exact"),
         progress_bar=cfg.logging.progress_bar,
-        fid=validation_fid(cfg, data) if cfg.val.get("fid") and ranks.writes else None,
+        fid=validation_fid(cfg, data, ranks) if cfg.val.get("fid") else None,
     )
 
 
-def validation_fid(cfg: DictConfig, data: AlignedData) -> FidScorer:
-    """val.fid=true: FID and KID against the validation images (their features cached, as task=eval's)."""
-    extract = fid_features(cfg, "val.fid", required=True)
+def validation_fid(cfg: DictConfig, data: AlignedData, ranks: Ranks) -> FidScorer | None:
+    """val.fid=true: FID and KID against the validation images (their features cached, as task=eval's).
+    Every rank checks that they can be computed (one rank stopping alone would leave the others waiting
+    in a collective); rank 0 computes them (None on the others)."""
     files = data.files("val")[: cfg.val.num_images]
     if len(files) < 2:
         raise Pix2PixError(f"val.fid=true: FID needs at least two validation images, {data.name} has {len(files)}")
-    batches = data.val_batches(cfg.val.num_images)
+    fid = cfg.get("fid") or {}
+    try:
+        check_weights(Path(fid["weights"]).expanduser() if fid.get("weights") else None)
+    except WeightsMissing as err:
+        raise Pix2PixError(f"val.fid=true: {err}") from None
+    if not ranks.writes:
+        return None
+    extract = fid_features(cfg, "val.fid", required=True)
     settings = f"val {data.name} {data.direction} {data.preprocess} {len(files)}"
-    folder = files[0].parent if (cfg.get("fid") or {}).get("cache", True) else None
-    real, cached = real_features(extract, files, lambda: [i for _, b in batches for i in to_uint8(b)], settings, folder)
+
+    def real_images() -> list[np.ndarray]:
+        return [image for _, b in data.val_batches(cfg.val.num_images) for image in to_uint8(b)]
+
+    real, cached = real_features(
+        extract, files, real_images, settings, files[0].parent if fid.get("cache", True) else None
+    )
     log.info("val.fid: real images' features %s", f"from {cached}" if cached else "computed")
     return FidScorer(extract, real)
 

