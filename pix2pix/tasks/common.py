@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,10 @@ from pix2pix.errors import Pix2PixError
 from pix2pix.runs import TrainedRun
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pix2pix.scoring.features import InceptionFeatures
+    from pix2pix.scoring.real_features import FidScorer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,13 @@ def trained_run(cfg: DictConfig, overrides: list[str] | None = None) -> TrainedR
     return run
 
 
+def fid_weights(cfg: DictConfig) -> Path | None:
+    """fid.weights: the archive to convert, or None for the installed package's (a run recorded before FID
+    existed has no fid block)."""
+    weights = (cfg.get("fid") or {}).get("weights")
+    return Path(weights).expanduser() if weights else None
+
+
 def fid_features(cfg: DictConfig, key: str, required: bool) -> InceptionFeatures | None:
     """The Inception feature extractor for FID and KID, as `fid.*` configures it. Without its weights: a
     Pix2PixError naming `key` if they are `required`, else one warning with how to get them, and None
@@ -49,12 +60,28 @@ def fid_features(cfg: DictConfig, key: str, required: bool) -> InceptionFeatures
     from pix2pix.scoring.features import InceptionFeatures
     from pix2pix.weights.fid_weights import WeightsMissing
 
-    fid = cfg.get("fid") or {}  # a run recorded before FID existed has no fid block
-    weights = fid.get("weights")
     try:
-        return InceptionFeatures(Path(weights).expanduser() if weights else None, fid.get("batch_size"))
+        return InceptionFeatures(fid_weights(cfg), (cfg.get("fid") or {}).get("batch_size"))
     except WeightsMissing as err:
         if required:
             raise Pix2PixError(f"{key}=true: {err}") from None
         log.warning("FID and KID skipped (%s=auto): %s", key, err)
         return None
+
+
+def split_fid_scorer(
+    cfg: DictConfig,
+    extract: InceptionFeatures,
+    files: list[Path],
+    images: Callable[[], Iterable[np.ndarray]],
+    settings: str,
+    key: str,
+) -> FidScorer:
+    """FID and KID against a split's real images (`images()`, made from `files`), their features from the
+    cache beside the data when `fid.cache` (the default) and the key matches."""
+    from pix2pix.scoring.real_features import FidScorer, real_features
+
+    folder = files[0].parent if (cfg.get("fid") or {}).get("cache", True) else None
+    real, cached = real_features(extract, files, images, settings, folder)
+    log.info("%s: real images' features %s", key, f"from {cached}" if cached else "computed")
+    return FidScorer(extract, real)

@@ -10,6 +10,7 @@ on folders of those two kinds of files gives the same figures).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -28,8 +29,7 @@ from pix2pix.infer.restore import start_generator
 from pix2pix.runs import TrainedRun
 from pix2pix.scoring.gallery import write_gallery
 from pix2pix.scoring.metrics import image_metrics
-from pix2pix.scoring.real_features import FidScorer, real_features
-from pix2pix.tasks.common import build_dataset, fid_features, trained_run
+from pix2pix.tasks.common import build_dataset, fid_features, split_fid_scorer, trained_run
 from pix2pix.track.files import result_names, write_text
 from pix2pix.track.samples import save_png, to_uint8
 from pix2pix.track.tensorboard import RunWriter
@@ -142,10 +142,9 @@ def split_fid(cfg: DictConfig, data: AlignedData, files: list[Path], extract, ou
         log.warning("FID and KID skipped: they need at least two images (eval.num_images=%d)", len(files))
         return {}
     settings = f"eval {data.name} {data.direction} {data.preprocess} content {len(files)}"
-    folder = files[0].parent if (cfg.get("fid") or {}).get("cache", True) else None
-    real, cached = real_features(extract, files, lambda: saved_images(out, rows, "target"), settings, folder)
-    log.info("FID: real images' features %s", f"from {cached}" if cached else "computed")
-    scores = FidScorer(extract, real).score(saved_images(out, rows, "generated"))
+    targets = functools.partial(saved_images, out, rows, "target")  # read only on a cache miss
+    scorer = split_fid_scorer(cfg, extract, files, targets, settings, "FID")
+    scores = scorer.score(saved_images(out, rows, "generated"))
     log.info(
         "FID %.4f, KID %.6f +- %.6f (subsets of %d images)",
         *(scores[k] for k in ("fid", "kid", "kid_std", "kid_subset_size")),

@@ -20,8 +20,15 @@ from pix2pix.models.layers import count_params
 from pix2pix.parallel.collective import Ranks, broadcast_parameters, init_collective
 from pix2pix.parallel.env import launcher, local_index
 from pix2pix.runs import LAST_CHECKPOINT, RECORDED_CONFIG, TrainedRun, locate_checkpoint, lock_run, owns_the_run
-from pix2pix.scoring.real_features import FidScorer, real_features
-from pix2pix.tasks.common import build_dataset, command_line_overrides, fid_features, trained_run
+from pix2pix.scoring.real_features import FidScorer
+from pix2pix.tasks.common import (
+    build_dataset,
+    command_line_overrides,
+    fid_features,
+    fid_weights,
+    split_fid_scorer,
+    trained_run,
+)
 from pix2pix.track.files import write_text
 from pix2pix.track.samples import to_uint8
 from pix2pix.track.tensorboard import RunWriter
@@ -247,9 +254,8 @@ def validation_fid(cfg: DictConfig, data: AlignedData, ranks: Ranks) -> FidScore
     files = data.files("val")[: cfg.val.num_images]
     if len(files) < 2:
         raise Pix2PixError(f"val.fid=true: FID needs at least two validation images, {data.name} has {len(files)}")
-    fid = cfg.get("fid") or {}
     try:
-        check_weights(Path(fid["weights"]).expanduser() if fid.get("weights") else None)
+        check_weights(fid_weights(cfg))
     except WeightsMissing as err:
         raise Pix2PixError(f"val.fid=true: {err}") from None
     if not ranks.writes:
@@ -260,11 +266,7 @@ def validation_fid(cfg: DictConfig, data: AlignedData, ranks: Ranks) -> FidScore
     def real_images() -> list[np.ndarray]:
         return [image for _, b in data.val_batches(cfg.val.num_images) for image in to_uint8(b)]
 
-    real, cached = real_features(
-        extract, files, real_images, settings, files[0].parent if fid.get("cache", True) else None
-    )
-    log.info("val.fid: real images' features %s", f"from {cached}" if cached else "computed")
-    return FidScorer(extract, real)
+    return split_fid_scorer(cfg, extract, files, real_images, settings, "val.fid")
 
 
 def record_fork(run: TrainedRun, write: bool) -> DictConfig:
