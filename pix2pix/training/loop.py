@@ -175,8 +175,9 @@ class Trainer:
         per_image, generated, l1_sum, values = [], [], 0.0, 0
         for val_A, val_B in self.val_batches:
             fake = generate(self.step.G, val_A, self.val_mode)
-            generated += list(to_uint8(fake))
-            per_image += [image_metrics(f, t) for f, t in zip(generated[-len(fake) :], to_uint8(val_B))]
+            fakes = to_uint8(fake)
+            generated += list(fakes)
+            per_image += [image_metrics(f, t) for f, t in zip(fakes, to_uint8(val_B))]
             l1_sum, values = l1_sum + mean_l1(fake, val_B) * fake.size, values + fake.size
         metrics = {
             "L1": l1_sum / values,

@@ -102,11 +102,16 @@ def convert(archive: Path) -> dict[str, np.ndarray]:
     return params
 
 
-def _write_converted(path: Path, params: dict[str, np.ndarray]) -> None:
+def _as_parameters(params: dict[str, np.ndarray]) -> dict:
     import mindspore as ms
 
-    state = {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in params.items()}
-    checkpoint.save(path, state, {"source": f"{PACKAGE} {VERSION} default_1.pt", "source_sha256": ARCHIVE_SHA256})
+    return {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in params.items()}
+
+
+def _write_converted(path: Path, params: dict[str, np.ndarray]) -> None:
+    checkpoint.save(
+        path, _as_parameters(params), {"source": f"{PACKAGE} {VERSION} default_1.pt", "source_sha256": ARCHIVE_SHA256}
+    )
     os.chmod(path, 0o600)  # the user's own, whatever the umask (a group-writable file is not loaded)
     recorded = write_text(path.with_name(path.name + ".sha256"), sha256_of(path) + "\n")
     os.chmod(recorded, 0o600)
@@ -177,9 +182,7 @@ def fid_parameters(archive: Path | None = None) -> dict:
             return checkpoint.load(cached)
         except (Pix2PixError, OSError) as err:
             log.warning("FID: could not cache the converted weights (%s)", err)
-    import mindspore as ms
-
-    return {name: ms.Parameter(ms.Tensor(value), name=name) for name, value in params.items()}
+    return _as_parameters(params)
 
 
 def load_inception(archive: Path | None = None) -> InceptionFID:
