@@ -7,6 +7,7 @@ import numpy as np
 from mindspore import nn
 
 from pix2pix.choices import VAL_MODES, check_choice
+from pix2pix.models.deploy import inference_copy
 
 
 def _running_stats(net: nn.Cell) -> list[tuple[ms.Parameter, np.ndarray]]:
@@ -39,3 +40,28 @@ def generate(generator: nn.Cell, inputs: np.ndarray, mode: str = "paper", batch_
             param.set_data(ms.Tensor(value))
         generator.set_train(was_training)
     return np.concatenate(outputs)
+
+
+class Inference:
+    """`generate` for the life of a Translator, an eval or a predict run: it runs an inference copy of the
+    generator (models.deploy: faster layers, its own copy of the weights as they are at construction),
+    paper mode one image at a time, deterministic mode `batch_size` at a time (None: all at once). A
+    generator with layers the copy does not know runs itself, through `generate`."""
+
+    def __init__(self, generator: nn.Cell, mode: str = "paper", batch_size: int | None = 1):
+        check_choice("mode", mode, VAL_MODES)
+        self.generator = generator
+        self.mode = mode
+        self.batch_size = 1 if mode == "paper" else batch_size
+        self.network = inference_copy(generator, deterministic=mode == "deterministic")
+        if self.network is not None:
+            self.network.set_train(mode == "paper")  # paper mode: batch statistics and dropout
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        """G(inputs), NCHW in [-1, 1]."""
+        step = max(1, self.batch_size or len(inputs))
+        if self.network is None:
+            return generate(self.generator, inputs, self.mode, step)
+        return np.concatenate(
+            [self.network(ms.Tensor(inputs[i : i + step])).asnumpy() for i in range(0, len(inputs), step)]
+        )

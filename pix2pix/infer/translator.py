@@ -26,7 +26,7 @@ from pix2pix.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, conversion_
 from pix2pix.data.preprocess import Preprocess, to_array
 from pix2pix.data.sizes import height_width
 from pix2pix.errors import Pix2PixError
-from pix2pix.infer.generate import generate
+from pix2pix.infer.generate import Inference
 from pix2pix.track.files import natural_key, real, result_names, save_image
 from pix2pix.track.samples import to_uint8
 
@@ -176,7 +176,8 @@ class Translator:
         preprocess: Preprocess | None = None,
     ):
         """crop_size: the training crop (an int, or (height, width)); `preprocess`: the run's dataset
-        preprocessing, whose deterministic resize fit=resize applies (AlignedData.preprocess)."""
+        preprocessing, whose deterministic resize fit=resize applies (AlignedData.preprocess). The
+        generator's weights are taken as they are now (infer.generate.Inference)."""
         check_choice("mode", mode, VAL_MODES)
         check_choice("fit", fit, PREDICT_FITS)
         self.generator = generator
@@ -185,11 +186,12 @@ class Translator:
         self.mode = mode
         self.fit = fit
         self.preprocess = preprocess
+        self.inference = Inference(generator, mode, batch_size=None)
 
     def generate(self, batch: np.ndarray) -> np.ndarray:
         """The network itself: float32 NCHW in [-1, 1] -> NCHW in [-1, 1]; deterministic mode runs
         the whole batch at once, paper mode one image at a time (its batch statistics are per image)."""
-        return generate(self.generator, np.ascontiguousarray(batch, dtype=np.float32), self.mode, len(batch))
+        return self.inference(np.ascontiguousarray(batch, dtype=np.float32))
 
     def translate_image(self, img: Image.Image) -> Image.Image:
         multiple = getattr(self.generator, "input_multiple", 1)

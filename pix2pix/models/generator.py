@@ -12,7 +12,29 @@ from pix2pix.errors import Pix2PixError
 from pix2pix.models.layers import LeakyReLU, conv4x4, deconv4x4, has_bias, init_weights, norm_layer, sequential
 
 
-class UnetGenerator(nn.Cell):
+class UNet(nn.Cell):
+    """The U-Net's wiring: encoder blocks, then decoder blocks, each decoder block after the innermost
+    seeing cat(skip, previous). UnetGenerator builds the paper's blocks; models.deploy rebuilds them."""
+
+    def __init__(self, down: list[nn.Cell], up: list[nn.Cell], input_multiple: int):
+        super().__init__()
+        self.input_multiple = input_multiple  # each side must divide by this (the bottleneck is >= 1x1)
+        self.num_downs = len(down)
+        self.down = nn.CellList(down)
+        self.up = nn.CellList(up)
+
+    def construct(self, x):
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        x = self.up[0](x)
+        for i in range(1, self.num_downs):
+            x = self.up[i](ops.cat((skips[self.num_downs - 1 - i], x), 1))
+        return x
+
+
+class UnetGenerator(UNet):
     """U-Net with `num_downs` stride-2 downsamplings (unet_256: 8, unet_128: 7).
 
     Encoder (C = conv 4x4 stride 2, pad 1):
@@ -37,11 +59,8 @@ class UnetGenerator(nn.Cell):
         init_type: str = "normal",
         init_gain: float = 0.02,
     ):
-        super().__init__()
-        self.input_multiple = 2**num_downs  # each side must divide by this (the bottleneck is >= 1x1)
         if num_downs < 5:
             raise Pix2PixError(f"model.generator.num_downs={num_downs}: the U-Net needs at least 5")
-        self.num_downs = num_downs
         bias = has_bias(norm)
         # Output width of down_k (= input width of up_k's skip), k = 1..N.
         width = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (num_downs - 3)
@@ -71,28 +90,27 @@ class UnetGenerator(nn.Cell):
                 )
             )
         ups.append(sequential(nn.ReLU(), deconv4x4(2 * width[0], output_nc, bias=True), nn.Tanh()))
-        self.down = nn.CellList(downs)
-        self.up = nn.CellList(ups)
+        super().__init__(downs, ups, input_multiple=2**num_downs)
         init_weights(self, init_type, init_gain)
 
+
+class Residual(nn.Cell):
+    """x + block(x)."""
+
+    def __init__(self, block: nn.Cell):
+        super().__init__()
+        self.block = block
+
     def construct(self, x):
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-        x = self.up[0](x)
-        for i in range(1, self.num_downs):
-            x = self.up[i](ops.cat((skips[self.num_downs - 1 - i], x), 1))
-        return x
+        return x + self.block(x)
 
 
-class ResnetBlock(nn.Cell):
+class ResnetBlock(Residual):
     """x + [ReflectPad 1, Conv3x3, norm, ReLU, (Dropout 0.5), ReflectPad 1, Conv3x3, norm](x)."""
 
     def __init__(self, dim: int, norm: str, use_dropout: bool):
-        super().__init__()
         bias = has_bias(norm)
-        self.block = sequential(
+        block = sequential(
             nn.Pad(((0, 0), (0, 0), (1, 1), (1, 1)), mode="REFLECT"),
             nn.Conv2d(dim, dim, 3, pad_mode="valid", has_bias=bias),
             norm_layer(norm, dim),
@@ -102,12 +120,22 @@ class ResnetBlock(nn.Cell):
             nn.Conv2d(dim, dim, 3, pad_mode="valid", has_bias=bias),
             norm_layer(norm, dim),
         )
+        super().__init__(block)
+
+
+class Chain(nn.Cell):
+    """Layers one after another, with the input multiple the generators declare."""
+
+    def __init__(self, layers: list[nn.Cell], input_multiple: int):
+        super().__init__()
+        self.input_multiple = input_multiple
+        self.model = sequential(*layers)
 
     def construct(self, x):
-        return x + self.block(x)
+        return self.model(x)
 
 
-class ResnetGenerator(nn.Cell):
+class ResnetGenerator(Chain):
     """Johnson et al.'s ResNet generator (resnet_9blocks, resnet_6blocks):
     c7s1-ngf, d(2ngf), d(4ngf), n_blocks x R(4ngf), u(2ngf), u(ngf), c7s1-out, Tanh."""
 
@@ -122,8 +150,6 @@ class ResnetGenerator(nn.Cell):
         init_type: str = "normal",
         init_gain: float = 0.02,
     ):
-        super().__init__()
-        self.input_multiple = 4  # two stride-2 convolutions, undone by two transposed ones
         bias = has_bias(norm)
         layers = [
             nn.Pad(((0, 0), (0, 0), (3, 3), (3, 3)), mode="REFLECT"),
@@ -153,8 +179,5 @@ class ResnetGenerator(nn.Cell):
             nn.Conv2d(ngf, output_nc, 7, pad_mode="valid", has_bias=True),
             nn.Tanh(),
         ]
-        self.model = sequential(*layers)
+        super().__init__(layers, input_multiple=4)  # two stride-2 convolutions, undone by two transposed ones
         init_weights(self, init_type, init_gain)
-
-    def construct(self, x):
-        return self.model(x)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pix2pix.data.aligned import AlignedData, open_pair, split_pair
 from pix2pix.data.images import read_image, rgb
-from pix2pix.infer.generate import generate
+from pix2pix.infer.generate import Inference
 from pix2pix.infer.restore import start_generator
 from pix2pix.runs import TrainedRun
 from pix2pix.scoring.gallery import write_gallery
@@ -58,13 +58,13 @@ def score_split(
 ) -> list[dict]:
     """Translate each pair's input, save input | generated | target as PNGs under `out`/images, and score
     the generated image against the target; one row per file."""
-    rows, preprocess = [], data.preprocess
+    rows, preprocess, generate = [], data.preprocess, Inference(generator, mode)
     names = result_names([Path(file.name) for file in files])  # a.jpg and a.png: their own result names
     bar = tqdm(zip(files, names), total=len(files), desc=f"eval {out.name}", disable=not progress_bar, leave=False)
     for file, name in bar:
         a, b = split_pair(open_pair(file, max_pixels=data.max_pixels), data.direction)
         real_A, real_B = preprocess.apply(a, None), preprocess.apply(b, None)
-        fake_B = generate(generator, real_A[None], mode)[0]
+        fake_B = generate(real_A[None])[0]
         width, height = preprocess.content_size(a.size)  # padding (dataset.fit=pad) is not scored
         stacked = np.stack([real_A, fake_B, real_B])[:, :, :height, :width]
         images = dict(zip(("input", "generated", "target"), to_uint8(stacked)))

@@ -88,7 +88,7 @@ def measure_ours(
 
     from pix2pix.backend.runtime import seed_everything, setup_device
     from pix2pix.config.compose import compose
-    from pix2pix.infer.generate import generate
+    from pix2pix.infer.generate import Inference
     from pix2pix.tasks.train import build_train_step
 
     cfg = compose(our_overrides(size, overrides))
@@ -121,10 +121,10 @@ def measure_ours(
                 one_step()
         result["profiled_steps"] = profile_steps
     if infer:
-        images = real_A.asnumpy()
+        images, generate = real_A.asnumpy(), Inference(step.G, "deterministic", batch)  # as eval and predict run
         for _ in range(3):
-            generate(step.G, images, "deterministic", batch)
-        result["infer"] = timed(lambda: generate(step.G, images, "deterministic", batch), steps)
+            generate(images)
+        result["infer"] = timed(lambda: generate(images), steps)
     return result
 
 
