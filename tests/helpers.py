@@ -268,7 +268,12 @@ def odd_images() -> dict[str, Image.Image]:
 # -- the CPU fast path (unit/test_fastpath.py, e2e/test_fastpath_cli.py) -----------------------------------------
 
 
-CAN_BUILD = fastpath.has_avx512() and bool(shutil.which("cc") or shutil.which("gcc"))
+CAN_BUILD = fastpath.has_avx2() and bool(shutil.which("cc") or shutil.which("gcc"))
+NEEDS_BUILD = "the fast path is for x86-64 machines with AVX2 and a C compiler"
+# The fast path depends on the CPU: the log's name for it here and the ISA of its blocked kernels, and the ISA cap
+# used where it cannot be loaded. AVX-512 machines also test the AVX2 path, under ONEDNN_MAX_CPU_ISA=AVX2.
+FAST_ISA, BLOCKED_ISA = ("AVX-512", "avx512_core") if fastpath.has_avx512() else ("AVX2", "avx2")
+FALLBACK_CAP = "AVX2" if fastpath.has_avx512() else "None"
 
 STATUS = "from pix2pix.backend import fastpath; import os; s = fastpath.enable(); "
 STATUS += "print(s.active, s.problem, os.environ.get('ONEDNN_MAX_CPU_ISA'), s.detail, sep='|')"

@@ -27,9 +27,9 @@ DEVICE_TARGETS = {"cpu": "CPU", "gpu": "GPU", "ascend": "Ascend"}  # our names -
 def prepare_environment() -> None:
     """What MindSpore reads once, at import or at its first op.
 
-    - The CPU convolution path (pix2pix.backend.fastpath): on AVX-512 machines MindSpore 2.10's oneDNN
-      otherwise picks a reference convolution about 100x slower. The fast path loads a small native
-      library; where it cannot, oneDNN is capped at AVX2 (ONEDNN_MAX_CPU_ISA).
+    - The CPU convolution path (pix2pix.backend.fastpath): a small native library that puts MindSpore 2.10's
+      convolutions on oneDNN's blocked AVX-512 or AVX2 kernels (on AVX-512 machines oneDNN otherwise picks a
+      reference convolution about 100x slower: where the library cannot be used, oneDNN is capped at AVX2).
     - GLOG_v=3: MindSpore's C++ warnings (such as the GPU probe's) stay off the terminal.
     A value the user set already is kept.
     """

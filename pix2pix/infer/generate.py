@@ -6,6 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from pix2pix.backend import fastpath
 from pix2pix.choices import VAL_MODES, check_choice
 from pix2pix.models.deploy import inference_copy
 
@@ -46,7 +47,10 @@ class Inference:
     """`generate` for the life of a Translator, an eval or a predict run: it runs an inference copy of the
     generator (models.deploy: faster layers, its own copy of the weights as they are at construction),
     paper mode one image at a time, deterministic mode `batch_size` at a time (None: all at once). A
-    generator with layers the copy does not know runs itself, through `generate`."""
+    generator with layers the copy does not know runs itself, through `generate`.
+
+    Nothing changes the copy's weights and nothing else runs while it does, so its convolutions take
+    their weights as constants (backend.fastpath.constant_weights: reordered for the CPU once, not per call)."""
 
     def __init__(self, generator: nn.Cell, mode: str = "paper", batch_size: int | None = 1):
         check_choice("mode", mode, VAL_MODES)
@@ -62,6 +66,7 @@ class Inference:
         step = max(1, self.batch_size or len(inputs))
         if self.network is None:
             return generate(self.generator, inputs, self.mode, step)
-        return np.concatenate(
-            [self.network(ms.Tensor(inputs[i : i + step])).asnumpy() for i in range(0, len(inputs), step)]
-        )
+        with fastpath.constant_weights():  # a new input shape compiles new convolutions: under it too
+            return np.concatenate(
+                [self.network(ms.Tensor(inputs[i : i + step])).asnumpy() for i in range(0, len(inputs), step)]
+            )

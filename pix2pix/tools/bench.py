@@ -32,8 +32,15 @@ from pathlib import Path
 from pix2pix.track.files import write_text
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "bench" / "bench_torch.py"
-# our step with PIX2PIX_CPU_FASTPATH: on (blocked + gemm convolutions), gemm only, off (the AVX2 cap)
-VARIANTS = {"fast": "1", "gemm": "gemm", "avx2": "0"}
+# our step with PIX2PIX_CPU_FASTPATH on (blocked + gemm convolutions), gemm only, or off (the AVX2 cap); the
+# -avx2 ones under ONEDNN_MAX_CPU_ISA=AVX2: on an AVX-512 machine, the oneDNN kernels an AVX2 machine runs
+VARIANTS = {
+    "fast": ("1", None),
+    "gemm": ("gemm", None),
+    "avx2": ("0", None),
+    "fast-avx2": ("1", "AVX2"),
+    "gemm-avx2": ("gemm", "AVX2"),
+}
 BUSY_PCT = 5.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -175,8 +182,14 @@ def conv_flops(shape: str) -> int:
 
 
 def ours_env(variant: str) -> dict[str, str]:
-    env = dict(os.environ, PIX2PIX_CPU_FASTPATH=VARIANTS[variant], GLOG_v="3")
+    switch, cap = VARIANTS[variant]
+    env = dict(os.environ, PIX2PIX_CPU_FASTPATH=switch, GLOG_v="3")
     env.pop("ONEDNN_MAX_CPU_ISA", None)
+    preload = [lib for lib in env.pop("LD_PRELOAD", "").split() if "conv_shim-" not in lib]
+    if preload:  # the fast path's library only where the variant loads it itself
+        env["LD_PRELOAD"] = " ".join(preload)
+    if cap:
+        env["ONEDNN_MAX_CPU_ISA"] = cap
     return env
 
 
@@ -186,11 +199,24 @@ def run_ours(variant: str, args) -> dict:
     return last_json(done, f"ours ({variant})")
 
 
-def run_reference(args) -> dict:
+def run_reference(args, cap: str | None) -> dict:
+    """The reference, under the ISA cap `cap` too (oneDNN's, and ATen's own kernels': AVX2 emulates an AVX2
+    machine for it as for ours)."""
     command = [args.compare, str(args.reference), "--repeats", "1", "--wait-idle", "10", *common_args(args)]
     if args.no_infer:
         command.append("--no-infer")
-    return last_json(subprocess.run(command, capture_output=True, text=True), "the reference")
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+    if cap:
+        env.update(ONEDNN_MAX_CPU_ISA=cap, ATEN_CPU_CAPABILITY=cap.lower())
+    return last_json(subprocess.run(command, capture_output=True, text=True, env=env), "the reference")
+
+
+def reference_name(cap: str | None) -> str:
+    return f"pytorch reference ({cap})" if cap else "pytorch reference"
+
+
+def variant_of(name: str) -> str | None:
+    return name[len("ours (") : -1] if name.startswith("ours (") else None
 
 
 def profile_ours(variant: str, args) -> None:
@@ -260,7 +286,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compare", metavar="PYTHON", help="an interpreter with torch: also run the reference")
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE, help="bench_torch.py of the reference")
     parser.add_argument(
-        "--variants", default="fast", help="ours, comma-separated: fast (the CPU fast path), gemm (its gemm part), avx2"
+        "--variants",
+        default="fast",
+        help="ours, comma-separated: fast (the CPU fast path), gemm (its gemm part), avx2 (off, the AVX2 cap), "
+        "fast-avx2 and gemm-avx2 (the fast path under ONEDNN_MAX_CPU_ISA=AVX2: what an AVX2 machine runs)",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="undisturbed timed steps per run")
@@ -301,14 +330,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.compare and not args.reference.is_file():
         sys.exit(f"error: --reference {args.reference}: no such file (the reference's bench_torch.py)")
-    names = [f"ours ({v})" for v in variants] + (["pytorch reference"] if args.compare else [])
+    caps = sorted({VARIANTS[v][1] for v in variants}, key=str) if args.compare else []  # a reference per ISA
+    names = [f"ours ({v})" for v in variants] + [reference_name(cap) for cap in caps]
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for round_ in range(args.rounds):
         order = names if round_ % 2 == 0 else names[::-1]  # alternate who goes first
         for name in order:
             print(f"round {round_ + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
-            variant = name[len("ours (") : -1] if name.startswith("ours") else None
-            runs[name].append(run_ours(variant, args) if variant else run_reference(args))
+            variant = variant_of(name)
+            if variant:
+                runs[name].append(run_ours(variant, args))
+            else:
+                runs[name].append(run_reference(args, next(c for c in caps if reference_name(c) == name)))
     results = [summary(name, runs[name], args.batch) for name in names]
     print_table(results, args)
     if args.out:
@@ -316,13 +349,16 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def print_table(results: list[dict], args) -> None:
-    reference = next((r for r in results if r["name"] == "pytorch reference"), None)
+    """Each of ours against the reference under the same ISA cap."""
+    by_name = {r["name"]: r for r in results}
     networks = f", {' '.join(args.overrides)}" if args.overrides else ""
     print(f"batch {args.batch}, {args.size}x{args.size}{networks}, {args.rounds} rounds, medians (ms)")
-    print(f"{'':20} {'train/step':>11} {'train/image':>12} {'infer/image':>12} {'peak RSS MB':>12}  ratio to reference")
+    print(f"{'':24} {'train/step':>11} {'train/image':>12} {'infer/image':>12} {'peak RSS MB':>12}  ratio to reference")
     for r in results:
         ratio = ""
-        if reference and r is not reference:
+        variant = variant_of(r["name"])
+        reference = by_name.get(reference_name(VARIANTS[variant][1])) if variant else None
+        if reference:
             parts = [f"train {r['train_ms_per_step'] / reference['train_ms_per_step']:.2f}x"]
             if r["infer_ms_per_image"] and reference["infer_ms_per_image"]:
                 parts.append(f"infer {r['infer_ms_per_image'] / reference['infer_ms_per_image']:.2f}x")
@@ -330,7 +366,7 @@ def print_table(results: list[dict], args) -> None:
             ratio = ", ".join(parts)
         infer = f"{r['infer_ms_per_image']:.1f}" if r["infer_ms_per_image"] else "-"
         print(
-            f"{r['name']:20} {r['train_ms_per_step']:11.1f} {r['train_ms_per_image']:12.1f} {infer:>12} "
+            f"{r['name']:24} {r['train_ms_per_step']:11.1f} {r['train_ms_per_image']:12.1f} {infer:>12} "
             f"{r['rss_peak_train_mb']:12.0f}  {ratio}"
         )
     for r in results:

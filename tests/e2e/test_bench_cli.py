@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from pix2pix.backend import fastpath
-from tests.helpers import ROOT
+from tests.helpers import FAST_ISA, ROOT
 
 QUICK = ["--steps=1", "--warmup=1", "--no-infer"]
 
@@ -24,7 +24,8 @@ def run_bench(*args: str) -> subprocess.CompletedProcess:
 
 def test_bad_arguments_are_one_line_errors(tmp_path):
     result = run_bench("--variants", "fast,turbo")
-    assert result.returncode != 0 and result.stderr.strip() == "error: --variants turbo: use fast, gemm, avx2"
+    expected = "error: --variants turbo: use fast, gemm, avx2, fast-avx2, gemm-avx2"
+    assert result.returncode != 0 and result.stderr.strip() == expected
     result = run_bench("--compare", sys.executable, "--reference", str(tmp_path / "none.py"))
     assert result.returncode != 0 and "no such file (the reference's bench_torch.py)" in result.stderr
     result = run_bench("--compare", sys.executable, "model.generator.ngf=8")
@@ -36,15 +37,18 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
 
 def test_the_table_and_its_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_bench("--variants=fast,avx2", "--rounds=1", *QUICK, f"--out={out}", *TINY_NETWORKS)
+    variants = "--variants=fast,avx2,fast-avx2"
+    result = run_bench(variants, "--rounds=1", *QUICK, f"--out={out}", *TINY_NETWORKS)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "batch 1, 64x64, model.generator.num_downs=6 model.generator.ngf=8" in result.stdout
-    (fast, capped) = json.loads(out.read_text())["results"]
-    assert (fast["name"], capped["name"]) == ("ours (fast)", "ours (avx2)")
+    (fast, capped, fast_avx2) = json.loads(out.read_text())["results"]
+    assert (fast["name"], capped["name"], fast_avx2["name"]) == ("ours (fast)", "ours (avx2)", "ours (fast-avx2)")
     assert fast["train_ms_per_step"] > 0 and fast["rss_peak_train_mb"] > 100
     assert "oneDNN ISA cap AVX2 (PIX2PIX_CPU_FASTPATH=0)" in capped["detail"]
     if fastpath.enable().active:  # as in the bench's own processes (the same machine and cache)
-        assert "AVX-512 fast path" in fast["detail"] and "x64:gemm:jit" in fast["detail"]
+        assert f"{FAST_ISA} fast path (" in fast["detail"] and "x64:gemm:jit" in fast["detail"]
+        assert "AVX2 fast path under your ONEDNN_MAX_CPU_ISA=AVX2 (" in fast_avx2["detail"]
+        assert "jit:avx2" in fast_avx2["detail"] and "avx512" not in fast_avx2["detail"]
 
 
 def test_profile_shows_where_the_step_goes():

@@ -8,7 +8,7 @@ import pytest
 from mindspore import nn
 
 from pix2pix.infer.generate import Inference, generate
-from pix2pix.models.deploy import PhaseConvTranspose, inference_copy
+from pix2pix.models.deploy import PhaseConvTranspose, SubPixelConvTranspose, inference_copy
 from pix2pix.models.generator import ResnetGenerator, UnetGenerator
 
 ms.set_device("CPU")
@@ -36,13 +36,15 @@ def cells_of(net: nn.Cell, kind: type) -> list[nn.Cell]:
 
 @pytest.mark.parametrize("size", [(1, 1), (4, 4), (5, 7)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_a_transposed_convolution_is_four_interleaved_stride_1_convolutions(size, bias):
-    """ConvTranspose(4, stride 2, padding 1) against its phase form, on odd sizes and the 1x1 bottleneck."""
+@pytest.mark.parametrize("form", [PhaseConvTranspose, SubPixelConvTranspose])
+def test_a_transposed_convolution_is_four_interleaved_stride_1_convolutions(size, bias, form):
+    """ConvTranspose(4, stride 2, padding 1) against its phase forms (four 2x2 convolutions, or one 3x3 with
+    the four side by side), on odd sizes and the 1x1 bottleneck."""
     deconv = nn.Conv2dTranspose(6, 5, 4, stride=2, pad_mode="pad", padding=1, has_bias=bias)
     deconv.weight.set_data(ms.Tensor(images(6, 5, 4, 4, seed=2)))
     if bias:
         deconv.bias.set_data(ms.Tensor(images(5, seed=3)))
-    phases = PhaseConvTranspose(deconv.weight.asnumpy(), deconv.bias.asnumpy() if bias else None)
+    phases = form(deconv.weight.asnumpy(), deconv.bias.asnumpy() if bias else None)
     x = ms.Tensor(images(2, 6, *size))
     expected, got = deconv(x).asnumpy(), phases(x).asnumpy()
     assert got.shape == expected.shape == (2, 5, 2 * size[0], 2 * size[1])
@@ -67,8 +69,9 @@ def test_the_deterministic_copy_computes_what_the_generator_computes(make):
     got = Inference(net, "deterministic", batch_size=2)(x)  # batches of 2 and 1
     assert np.abs(got - expected).max() <= 1e-4
     assert not cells_of(copy, (nn.BatchNorm2d, nn.Dropout))  # folded, left out
-    if isinstance(net, UnetGenerator):
-        assert not cells_of(copy, nn.Conv2dTranspose) and len(cells_of(copy, PhaseConvTranspose)) == 6
+    if isinstance(net, UnetGenerator):  # the last layer (3 outputs) as one convolution, the others as four
+        assert not cells_of(copy, nn.Conv2dTranspose) and len(cells_of(copy, PhaseConvTranspose)) == 5
+        assert len(cells_of(copy, SubPixelConvTranspose)) == 1
 
 
 def test_the_copy_owns_its_weights():

@@ -18,40 +18,63 @@ from mindspore import nn
 from pix2pix.backend import fastpath
 from pix2pix.cache import cache_dir
 from pix2pix.models.layers import LeakyReLU
-from tests.helpers import CAN_BUILD, STATUS, status_in_a_new_process
+from tests.helpers import BLOCKED_ISA, CAN_BUILD, FALLBACK_CAP, FAST_ISA, NEEDS_BUILD, STATUS, status_in_a_new_process
 
 
-@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
-def test_first_use_builds_checks_and_caches_the_library(tmp_path):
-    active, problem, cap, detail = status_in_a_new_process(tmp_path)
-    assert (active, problem, cap) == ("True", "False", "None") and "AVX-512 fast path" in detail
-    (verdict,) = (tmp_path / "cache").glob("conv_shim-*.json")
+@pytest.mark.skipif(not CAN_BUILD, reason=NEEDS_BUILD)
+def check_verdict(verdict, isa: str, blocked: str) -> None:
     record = json.loads(verdict.read_text())
-    assert record["ok"]
+    assert record["ok"] and record["isa"].startswith(isa), record  # AVX512_CORE_BF16, AVX2_VNNI, ...
     for report in record["kernels"]:  # each direction: gemm for the small convolution, blocked for the large one
         names = fastpath.kernel_names(report)
-        assert "x64:gemm:jit" in names and any("avx512" in n and "gemm" not in n for n in names), report
+        assert "x64:gemm:jit" in names and any(n.endswith(f":{blocked}") for n in names), report
         assert not any(n.startswith(fastpath.SLOW_KERNELS) for n in names), report
-    built = verdict.with_suffix(".so").stat().st_mtime
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason=NEEDS_BUILD)
+def test_first_use_builds_checks_and_caches_the_library(tmp_path):
+    """On this machine's own ISA (AVX-512 or AVX2: the test takes the path this machine takes)."""
+    active, problem, cap, detail = status_in_a_new_process(tmp_path)
+    assert (active, problem, cap) == ("True", "False", "None") and f"oneDNN {FAST_ISA} fast path (" in detail
+    (library,) = (tmp_path / "cache").glob("conv_shim-*.so")
+    (verdict,) = (tmp_path / "cache").glob("conv_shim-*.json")
+    assert verdict.name == f"{library.stem}-native.json"
+    check_verdict(verdict, BLOCKED_ISA.upper(), BLOCKED_ISA)
+    built = library.stat().st_mtime
     assert status_in_a_new_process(tmp_path)[0] == "True"
-    assert verdict.with_suffix(".so").stat().st_mtime == built  # built once
+    assert library.stat().st_mtime == built  # built once
 
 
-@pytest.mark.skipif(not fastpath.has_avx512(), reason="without AVX-512 the fast path is not tried")
-def test_without_a_compiler_the_avx2_cap_is_used_and_the_reason_given(tmp_path):
+@pytest.mark.skipif(not CAN_BUILD, reason=NEEDS_BUILD)
+def test_under_an_avx2_cap_it_runs_avx2_blocked_kernels(tmp_path):
+    """ONEDNN_MAX_CPU_ISA=AVX2 is kept and the library checked under it, with a verdict of its own: on an
+    AVX-512 machine, what an AVX2 machine runs; the build is shared with the machine's own ISA."""
+    active, problem, cap, detail = status_in_a_new_process(tmp_path, ONEDNN_MAX_CPU_ISA="AVX2")
+    assert (active, problem, cap) == ("True", "False", "AVX2")
+    assert "oneDNN AVX2 fast path under your ONEDNN_MAX_CPU_ISA=AVX2 (" in detail
+    (library,) = (tmp_path / "cache").glob("conv_shim-*.so")
+    check_verdict(library.with_name(f"{library.stem}-avx2.json"), "AVX2", "avx2")
+    built = library.stat().st_mtime
+    assert status_in_a_new_process(tmp_path)[0] == "True"  # the machine's own ISA: checked, not built again
+    assert library.stat().st_mtime == built and library.with_name(f"{library.stem}-native.json").is_file()
+
+
+@pytest.mark.skipif(not fastpath.has_avx2(), reason="without AVX2 the fast path is not tried")
+def test_without_a_compiler_onednns_own_path_is_used_and_the_reason_given(tmp_path):
+    """On AVX-512, oneDNN's own path needs the AVX2 cap (its reference convolution otherwise); on AVX2, nothing."""
     active, problem, cap, detail = status_in_a_new_process(tmp_path, CC="/nowhere/cc")
-    assert (active, problem, cap) == ("False", "True", "AVX2")
+    assert (active, problem, cap) == ("False", "True", FALLBACK_CAP)
     assert "the fast path is unavailable: the C compiler /nowhere/cc did not run" in detail
 
 
-@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
+@pytest.mark.skipif(not CAN_BUILD, reason=NEEDS_BUILD)
 def test_loaded_after_mindspore_it_would_not_work_so_the_avx2_cap_is_used(tmp_path):
     environ = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
     environ["PIX2PIX_CACHE_DIR"] = str(tmp_path / "cache")
     code = "import mindspore; " + STATUS
     done = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
     active, problem, cap, detail = done.stdout.strip().split("|")
-    assert (active, problem, cap) == ("False", "True", "AVX2") and "imported before" in detail
+    assert (active, problem, cap) == ("False", "True", FALLBACK_CAP) and "imported before" in detail
 
 
 def test_children_load_it_first(tmp_path):
@@ -62,23 +85,24 @@ def test_children_load_it_first(tmp_path):
         assert "conv_shim" not in os.environ.get("LD_PRELOAD", "")
 
 
-@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
+@pytest.mark.skipif(not CAN_BUILD, reason=NEEDS_BUILD)
 @pytest.mark.parametrize("damage", ["empty verdict", "verdict without its library", "garbled verdict"])
 def test_a_damaged_cache_is_rebuilt(tmp_path, damage):
     assert status_in_a_new_process(tmp_path)[0] == "True"
+    (library,) = (tmp_path / "cache").glob("conv_shim-*.so")
     (verdict,) = (tmp_path / "cache").glob("conv_shim-*.json")
     if damage == "empty verdict":
         verdict.write_text("")
     elif damage == "garbled verdict":
         verdict.write_text('{"ok": "yes"')
     else:
-        verdict.with_suffix(".so").unlink()
+        library.unlink()
     active, problem, _, detail = status_in_a_new_process(tmp_path)
     assert (active, problem) == ("True", "False"), detail
-    assert json.loads(verdict.read_text())["ok"] and verdict.with_suffix(".so").is_file()
+    assert json.loads(verdict.read_text())["ok"] and library.is_file()
 
 
-@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
+@pytest.mark.skipif(not CAN_BUILD, reason=NEEDS_BUILD)
 def test_two_processes_build_it_once(tmp_path):
     """Two commands started at once on a fresh cache: one builds (a compiler wrapper counts the builds),
     the other waits for it and uses the result."""
@@ -144,13 +168,17 @@ print(json.dumps(fastpath.conv_kernels()))
 """
 
 
-@pytest.mark.skipif(not CAN_BUILD, reason="the fast path is for AVX-512 machines with a C compiler")
-def test_blocked_convolutions_compute_what_oneDNNs_own_path_does(tmp_path):
-    """The fast path (blocked and gemm convolutions) against oneDNN under the AVX2 cap, without the library."""
+@pytest.mark.skipif(not CAN_BUILD, reason=NEEDS_BUILD)
+@pytest.mark.parametrize("cap", [None, "AVX2"], ids=["own-isa", "avx2-cap"])
+def test_blocked_convolutions_compute_what_oneDNNs_own_path_does(tmp_path, cap):
+    """The fast path (blocked and gemm convolutions), on this machine's ISA and under the AVX2 cap, against
+    oneDNN under the AVX2 cap without the library."""
     results = {}
     for switch in ("1", "0"):
         env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
         env.update(PIX2PIX_CPU_FASTPATH=switch, GLOG_v="3")
+        if cap and switch == "1":
+            env["ONEDNN_MAX_CPU_ISA"] = cap
         out = tmp_path / f"conv{switch}.npz"
         done = subprocess.run(
             [sys.executable, "-c", CONVOLUTIONS, str(out)], env=env, capture_output=True, text=True, check=True
@@ -158,9 +186,58 @@ def test_blocked_convolutions_compute_what_oneDNNs_own_path_does(tmp_path):
         results[switch] = (json.loads(done.stdout.strip().splitlines()[-1]), np.load(out))
     (kernels, fast), (no_kernels, reference) = results["1"], results["0"]
     assert no_kernels is None
+    blocked = (cap or BLOCKED_ISA).lower()
     for direction in fastpath.DIRECTIONS:  # both kinds ran in each direction
         names = fastpath.kernel_names(kernels[direction])
-        assert "x64:gemm:jit" in names and any("gemm" not in n for n in names), kernels
+        assert "x64:gemm:jit" in names and any(n.endswith(f":{blocked}") for n in names), kernels
     for key in reference.files:
         scale = np.abs(reference[key]).max()
         np.testing.assert_allclose(fast[key], reference[key], rtol=0, atol=1e-5 * scale, err_msg=key)
+
+
+# A convolution too small for blocked layouts (8x8 outputs), run twice under constant_weights with its weight changed
+# in between, and an equal one outside it. Graph mode: each Cell's convolution primitive is made once.
+CONSTANT_WEIGHTS = """
+import json, sys
+import numpy as np
+from pix2pix.backend import fastpath
+fastpath.enable()
+import mindspore as ms
+from mindspore import nn
+ms.set_device("CPU")
+ms.set_context(mode=ms.GRAPH_MODE)
+rng = np.random.default_rng(0)
+x = ms.Tensor(rng.normal(size=(1, 32, 16, 16)).astype(np.float32))
+weight = rng.normal(0, 0.05, (32, 32, 4, 4)).astype(np.float32)
+outputs = {}
+for kind in ("constant", "plain"):
+    conv = nn.Conv2d(32, 32, 4, stride=2, pad_mode="pad", padding=1, weight_init=ms.Tensor(weight))
+    with fastpath.constant_weights() if kind == "constant" else fastpath.contextlib.nullcontext():
+        first = conv(x).asnumpy()
+        conv.weight.set_data(ms.Tensor(2 * weight))
+        outputs[kind] = (first, conv(x).asnumpy())
+    if kind == "constant":
+        kernels = fastpath.conv_kernels()["forward"]
+np.savez(sys.argv[1], **{f"{k}_{i}": v for k, pair in outputs.items() for i, v in enumerate(pair)})
+print(json.dumps(kernels))
+"""
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason=NEEDS_BUILD)
+@pytest.mark.parametrize("cap", [None, "AVX2"], ids=["own-isa", "avx2-cap"])
+def test_constant_weights_are_reordered_once_and_run_blocked_at_any_size(tmp_path, cap):
+    """What Inference's copy relies on: under constant_weights a convolution computes the same values, runs
+    blocked even with few outputs, and takes its weights at its first run only; so only a network whose
+    weights never change may use it. Outside it, the changed weight is seen."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "LD_PRELOAD")}
+    env.update(GLOG_v="3", **({"ONEDNN_MAX_CPU_ISA": cap} if cap else {}))
+    out = tmp_path / "outputs.npz"
+    done = subprocess.run(
+        [sys.executable, "-c", CONSTANT_WEIGHTS, str(out)], env=env, capture_output=True, text=True, check=True
+    )
+    kernels = json.loads(done.stdout.strip().splitlines()[-1])
+    assert fastpath.kernel_names(kernels) == [f"jit:{(cap or BLOCKED_ISA).lower()}"]  # blocked at 8x8 outputs
+    got = np.load(out)
+    np.testing.assert_allclose(got["constant_0"], got["plain_0"], rtol=0, atol=1e-5 * np.abs(got["plain_0"]).max())
+    np.testing.assert_array_equal(got["constant_1"], got["constant_0"])  # the first weights, kept
+    np.testing.assert_allclose(got["plain_1"], 2 * got["plain_0"], rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-/* conv_shim.c: fast CPU convolutions for MindSpore 2.10's bundled oneDNN (libdnnl.so.3) on AVX-512.
+/* conv_shim.c: fast CPU convolutions for MindSpore 2.10's bundled oneDNN (libdnnl.so.3), AVX-512 or AVX2.
  *
  * MindSpore gives oneDNN plain NCHW data and plain OIHW weights. This library defines the C-API functions
  * MindSpore calls to create and run convolutions, and changes two things without MindSpore noticing:
@@ -6,21 +6,27 @@
  * 1. Plain layouts. oneDNN's first candidate for them on AVX-512, "jit_uni_ncsp", keeps the plain weights
  *    that its fast kernels refuse and ends in a reference kernel of about 1 GFLOP/s. While it is chosen,
  *    ask oneDNN for its next implementation (dnnl_primitive_desc_next_impl): "x64:gemm:jit", im2col +
- *    AVX-512 sgemm.
+ *    sgemm. (On AVX2 oneDNN takes gemm for plain layouts by itself.)
  * 2. Blocked layouts. For a convolution with at least BLOCKED_MIN_POSITIONS output positions (batch x
- *    height x width), also create it with layouts left to oneDNN ("any"): it picks blocked layouts and its
- *    direct AVX-512 kernels (jit:avx512_core, brgconv). That one runs instead, with MindSpore's plain
+ *    height x width), also create it with layouts left to oneDNN ("any"): it picks blocked layouts and the
+ *    direct kernels of the ISA it runs with (jit:avx512_core, brgconv:avx512_core; jit:avx2, brgconv:avx2
+ *    on AVX2 machines or under ONEDNN_MAX_CPU_ISA=AVX2). That one runs instead, with MindSpore's plain
  *    tensors reordered in and the results reordered out. The weight reorders cost in proportion to the
  *    weights, the convolution in proportion to weights x positions, so the U-Net's inner 512-channel
  *    layers (few positions, large weights) stay on gemm, as does a backward-data that writes fewer than
  *    BLOCKED_MIN_CHANNELS channels (padded to 16 in blocked layouts). Measured per layer on the full
- *    step with `python -m pix2pix.tools.bench --profile 3 --variants fast,gemm`. PIX2PIX_CPU_FASTPATH=gemm keeps
- *    every convolution on gemm.
+ *    step with `python -m pix2pix.tools.bench --profile 3 --variants fast,gemm` (and fast-avx2,gemm-avx2:
+ *    every layer above the threshold gains on AVX2 too, and 64 or 256 positions measured no better).
+ *    PIX2PIX_CPU_FASTPATH=gemm keeps every convolution on gemm.
+ *
+ * Inference with weights that never change (pix2pix_constant_weights(1) around it): forward convolutions
+ * created meanwhile reorder their weights into blocked layout once, at their first run, and keep them;
+ * with no weight reorder per call, they run blocked at any number of positions.
  *
  * Loaded before MindSpore (pix2pix/backend/fastpath.py: RTLD_GLOBAL, so MindSpore's calls resolve here first);
  * oneDNN itself is found with dlopen(RTLD_NOLOAD) once MindSpore has loaded it. pix2pix_conv_impls(kind)
  * reports the implementations of the convolution primitives created so far (0 forward, 1 backward-data,
- * 2 backward-weights), so the framework can log what runs.
+ * 2 backward-weights), so the framework can log what runs; pix2pix_isa() the ISA oneDNN runs with.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -78,14 +84,17 @@ typedef struct { int arg, written; void *reorder, *memory; size_t bytes; } stage
 typedef struct plan {
     handle_t pd, primitive; /* MindSpore's; pd is NULL once MindSpore destroyed it */
     int kind;
+    int constant;          /* created under pix2pix_constant_weights(1): weights reordered once, then kept */
     pd_t blocked_pd;       /* NULL: MindSpore's own (gemm) primitive runs */
     void *blocked;         /* the blocked primitive, made with MindSpore's primitive */
     int nstaged;
     staged_t staged[4];
+    void *kept_weights;    /* a constant plan's blocked weights, NULL until its first execution */
     struct plan *next;
 } plan_t;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* guards plans, tallies and the staging arena */
+static volatile int constant_weights; /* set by the caller around inference with weights it never changes */
 static plan_t *plans;
 static char *arena; /* blocked copies during one execution (the largest convolution's) */
 static size_t arena_bytes;
@@ -154,12 +163,29 @@ static int dims4(handle_t md, int64_t out[4]) {
     return 1;
 }
 
-/* Worth a blocked convolution: enough output positions, and not a narrow backward-data output. */
-static int worth_blocking(int kind, handle_t src, handle_t dst) {
+/* Worth a blocked convolution: enough output positions (any number where the weights are constant: no
+ * weight reorder per call to amortise), and not a narrow backward-data output. */
+static int worth_blocking(int kind, handle_t src, handle_t dst, int constant) {
     int64_t s[4], d[4];
     if (!blocked_wanted() || !dims4(src, s) || !dims4(dst, d)) return 0;
     if (kind == BACKWARD_DATA && s[1] < BLOCKED_MIN_CHANNELS) return 0;
-    return d[0] * d[2] * d[3] >= BLOCKED_MIN_POSITIONS;
+    return constant || d[0] * d[2] * d[3] >= BLOCKED_MIN_POSITIONS;
+}
+
+/* Forward convolutions created while `on` take their weights as constants (see the header). */
+void pix2pix_constant_weights(int on) { constant_weights = on; }
+
+/* oneDNN's effective ISA (after any ONEDNN_MAX_CPU_ISA cap), named as that variable's values. */
+const char *pix2pix_isa(void) {
+    REAL(dnnl_get_effective_cpu_isa, int, (void));
+    static const struct { int value; const char *name; } names[] = {
+        {0x1, "SSE41"}, {0x3, "AVX"}, {0x7, "AVX2"}, {0xf, "AVX2_VNNI"}, {0x1f, "AVX2_VNNI_2"},
+        {0x27, "AVX512_CORE"}, {0x67, "AVX512_CORE_VNNI"}, {0xe7, "AVX512_CORE_BF16"}};
+    int isa = real_dnnl_get_effective_cpu_isa ? real_dnnl_get_effective_cpu_isa() : -1;
+    const char *name = isa & 0x20 ? "AVX512_CORE_AMX_OR_NEWER" : "UNKNOWN";
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (names[i].value == isa) name = names[i].name;
+    return name;
 }
 
 /* The same memory desc with its layout left to the implementation (caller destroys it). */
@@ -207,7 +233,7 @@ static plan_t *plan_of_primitive(handle_t primitive) {
 }
 
 /* Record MindSpore's new convolution pd (gemm after skip_ncsp) and the blocked pd to run for it, if any. */
-static void record(pd_t pd, int kind, pd_t blocked_pd) {
+static void record(pd_t pd, int kind, int constant, pd_t blocked_pd) {
     REAL(dnnl_primitive_desc_destroy, status_t, (pd_t));
     if (blocked_pd) {
         const char *name = impl_name(blocked_pd);
@@ -223,6 +249,7 @@ static void record(pd_t pd, int kind, pd_t blocked_pd) {
     }
     plan->pd = pd;
     plan->kind = kind;
+    plan->constant = constant;
     plan->blocked_pd = blocked_pd;
     pthread_mutex_lock(&lock);
     plan->next = plans;
@@ -249,7 +276,8 @@ status_t dnnl_convolution_forward_primitive_desc_create(pd_t *pd, handle_t engin
     if (status != 0) return status;
     skip_ncsp(*pd);
     pd_t blocked = NULL;
-    if (worth_blocking(FORWARD, src, dst)) {
+    int constant = constant_weights;
+    if (worth_blocking(FORWARD, src, dst, constant)) {
         void *md[3] = {any_layout(src), any_layout(weights), any_layout(dst)}, *a = library_scratchpad(attr);
         if (md[0] && md[1] && md[2] && a &&
             real_dnnl_convolution_forward_primitive_desc_create(&blocked, engine, prop, alg, md[0], md[1], bias,
@@ -257,7 +285,7 @@ status_t dnnl_convolution_forward_primitive_desc_create(pd_t *pd, handle_t engin
             blocked = NULL;
         destroy_all(md, 3, a);
     }
-    record(*pd, FORWARD, blocked);
+    record(*pd, FORWARD, constant, blocked);
     return status;
 }
 
@@ -272,7 +300,7 @@ status_t dnnl_convolution_backward_data_primitive_desc_create(pd_t *pd, handle_t
     if (status != 0) return status;
     skip_ncsp(*pd);
     pd_t blocked = NULL;
-    if (worth_blocking(BACKWARD_DATA, diff_src, diff_dst)) {
+    if (worth_blocking(BACKWARD_DATA, diff_src, diff_dst, 0)) {
         void *md[3] = {any_layout(diff_src), any_layout(weights), any_layout(diff_dst)}, *a = library_scratchpad(attr);
         if (md[0] && md[1] && md[2] && a &&
             real_dnnl_convolution_backward_data_primitive_desc_create(&blocked, engine, alg, md[0], md[1], md[2],
@@ -280,7 +308,7 @@ status_t dnnl_convolution_backward_data_primitive_desc_create(pd_t *pd, handle_t
             blocked = NULL;
         destroy_all(md, 3, a);
     }
-    record(*pd, BACKWARD_DATA, blocked);
+    record(*pd, BACKWARD_DATA, 0, blocked);
     return status;
 }
 
@@ -295,7 +323,7 @@ status_t dnnl_convolution_backward_weights_primitive_desc_create(pd_t *pd, handl
     if (status != 0) return status;
     skip_ncsp(*pd);
     pd_t blocked = NULL;
-    if (worth_blocking(BACKWARD_WEIGHTS, src, diff_dst)) {
+    if (worth_blocking(BACKWARD_WEIGHTS, src, diff_dst, 0)) {
         void *md[3] = {any_layout(src), any_layout(diff_weights), any_layout(diff_dst)}, *a = library_scratchpad(attr);
         if (md[0] && md[1] && md[2] && a &&
             real_dnnl_convolution_backward_weights_primitive_desc_create(&blocked, engine, alg, md[0], md[1],
@@ -303,7 +331,7 @@ status_t dnnl_convolution_backward_weights_primitive_desc_create(pd_t *pd, handl
             blocked = NULL;
         destroy_all(md, 3, a);
     }
-    record(*pd, BACKWARD_WEIGHTS, blocked);
+    record(*pd, BACKWARD_WEIGHTS, 0, blocked);
     return status;
 }
 
@@ -316,6 +344,8 @@ static void release_blocked(plan_t *p) {
         if (p->staged[i].memory) real_dnnl_memory_destroy(p->staged[i].memory);
     }
     p->nstaged = 0;
+    free(p->kept_weights);
+    p->kept_weights = NULL;
     if (p->blocked) real_dnnl_primitive_destroy(p->blocked);
     p->blocked = NULL;
     if (p->blocked_pd) real_dnnl_primitive_desc_destroy(p->blocked_pd);
@@ -403,12 +433,22 @@ status_t dnnl_primitive_destroy(void *primitive) {
     return real_dnnl_primitive_destroy ? real_dnnl_primitive_destroy(primitive) : STATUS_RUNTIME_ERROR;
 }
 
-/* Run the blocked primitive: reorder the inputs in, run, reorder the outputs out (lock held). */
+static int kept(const plan_t *p, const staged_t *s) { return p->constant && s->arg == ARG_WEIGHTS; }
+
+/* Run the blocked primitive: reorder the inputs in, run, reorder the outputs out (lock held). A constant
+ * plan's weights are reordered at its first execution only, into memory of its own. */
 static status_t run_blocked(plan_t *p, void *stream, int nargs, const exec_arg_t *args) {
     REAL(dnnl_primitive_execute, status_t, (handle_t, void *, int, const exec_arg_t *));
     REAL(dnnl_memory_set_data_handle, status_t, (void *, void *));
     size_t need = 0;
-    for (int i = 0; i < p->nstaged; i++) need += p->staged[i].bytes;
+    int first = 0; /* a constant plan's first execution: its weights are reordered now */
+    for (int i = 0; i < p->nstaged; i++) {
+        if (!kept(p, &p->staged[i])) need += p->staged[i].bytes;
+        else if (!p->kept_weights) {
+            if (!(p->kept_weights = aligned_alloc(64, p->staged[i].bytes))) return STATUS_RUNTIME_ERROR;
+            first = 1;
+        }
+    }
     if (need > arena_bytes) {
         free(arena);
         arena = aligned_alloc(64, need);
@@ -419,15 +459,18 @@ static status_t run_blocked(plan_t *p, void *stream, int nargs, const exec_arg_t
     int n = 0;
     status_t status = 0;
     size_t offset = 0;
-    for (int i = 0; i < p->nstaged && status == 0; offset += p->staged[i++].bytes)
-        status = real_dnnl_memory_set_data_handle(p->staged[i].memory, arena + offset);
+    for (int i = 0; i < p->nstaged && status == 0; i++) {
+        staged_t *s = &p->staged[i];
+        status = real_dnnl_memory_set_data_handle(s->memory, kept(p, s) ? p->kept_weights : arena + offset);
+        if (!kept(p, s)) offset += s->bytes;
+    }
     for (int a = 0; a < nargs && n < 8 && status == 0; a++) {
         if (args[a].arg == ARG_SCRATCHPAD) continue; /* MindSpore's is sized for its own primitive */
         exec_arg_t arg = args[a];
         for (int i = 0; i < p->nstaged; i++) {
             staged_t *s = &p->staged[i];
             if (s->arg != arg.arg) continue;
-            if (!s->written) {
+            if (!s->written && (first || !kept(p, s))) {
                 exec_arg_t in[2] = {{ARG_SRC, arg.memory}, {ARG_DST, s->memory}};
                 status = real_dnnl_primitive_execute(s->reorder, stream, 2, in);
             }
@@ -443,6 +486,10 @@ static status_t run_blocked(plan_t *p, void *stream, int nargs, const exec_arg_t
             exec_arg_t out[2] = {{ARG_SRC, s->memory}, {ARG_DST, args[a].memory}};
             status = real_dnnl_primitive_execute(s->reorder, stream, 2, out);
         }
+    if (status != 0 && first) { /* reorder them again next time */
+        free(p->kept_weights);
+        p->kept_weights = NULL;
+    }
     return status;
 }
 
