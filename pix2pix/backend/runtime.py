@@ -15,7 +15,7 @@ import subprocess
 
 import numpy as np
 
-from pix2pix.backend import fastpath
+from pix2pix.backend import fastpath, memory
 from pix2pix.choices import DEVICES, EXECUTION_MODES
 from pix2pix.errors import Pix2PixError
 
@@ -31,9 +31,11 @@ def prepare_environment() -> None:
       convolutions on oneDNN's blocked AVX-512 or AVX2 kernels (on AVX-512 machines oneDNN otherwise picks a
       reference convolution about 100x slower: where the library cannot be used, oneDNN is capped at AVX2).
     - GLOG_v=3: MindSpore's C++ warnings (such as the GPU probe's) stay off the terminal.
+    - The C allocator gives large freed blocks back (pix2pix.backend.memory).
     A value the user set already is kept.
     """
     os.environ.setdefault("GLOG_v", "3")
+    memory.tune_allocator()
     fastpath.enable()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import mindspore as ms
 from mindspore import nn, ops
 
+from pix2pix.backend.memory import release_free_memory
 from pix2pix.models.losses import GANLoss
 from pix2pix.training.amp import DynamicLossScale, Snapshot, all_finite
 
@@ -71,6 +72,7 @@ class Pix2PixTrainStep(nn.Cell):
             self.loss_scale = loss_scale
             self.snapshot = Snapshot(restorable)  # what a skipped step must leave as it was
         self.skipped_last, self.scale_last = False, 1.0
+        self.compiled_shapes: set[tuple] = set()
 
     def loss_D(self, real_A, real_B, fake_B, scale=1.0):
         pred_real = self.D(ops.cat((real_A, real_B), 1))
@@ -128,7 +130,15 @@ class Pix2PixTrainStep(nn.Cell):
 
     def losses(self, real_A: ms.Tensor, real_B: ms.Tensor) -> list[float]:
         """One step, waited for (float() reads each loss back from the device), as LOSS_NAMES; with a loss
-        scale, `skipped_last` and `scale_last` say whether it was skipped and at what scale."""
+        scale, `skipped_last` and `scale_last` say whether it was skipped and at what scale.
+
+        A new input shape is compiled first and what compilation freed given back before the step runs: the
+        first step's peak memory is the run's."""
+        shapes = (tuple(real_A.shape), tuple(real_B.shape))
+        if shapes not in self.compiled_shapes:
+            self.compile(real_A, real_B)
+            release_free_memory()
+            self.compiled_shapes.add(shapes)
         out = self(real_A, real_B)
         if self.scaled:
             self.skipped_last, self.scale_last = bool(out[4]), float(out[5])
