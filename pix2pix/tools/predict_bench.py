@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.make_photos:
         make_photos(args.make_photos, args.photos)
-    photos_in(args.photos)
+    count = len(photos_in(args.photos)) - WARMUP
     with tempfile.TemporaryDirectory() as out:
         if args.measure_ours:
             print(json.dumps(run_ours(args.photos, Path(out))))
@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"round {round_ + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
                 result = measure(sides[name], name)
                 rates[name].append(result["images"] / result["seconds"])
-    count = len(photos_in(args.photos)) - WARMUP
     print(f"predict, {count} photos of {len(SIZES)} sizes after {WARMUP} warm-up, {args.rounds} rounds, median")
     for name, values in rates.items():
         print(f"{name:40} {statistics.median(values):6.2f} images/s  (rounds: {', '.join(f'{v:.2f}' for v in values)})")
