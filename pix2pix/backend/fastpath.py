@@ -50,7 +50,7 @@ DIRECTIONS = ("forward", "backward-data", "backward-weights")
 SLOW_KERNELS = ("jit_uni_ncsp", "ref:")
 
 # Run in a fresh interpreter: load the library, then convolutions forward and backward on the CPU, one
-# too small for blocked layouts (16x16 outputs: gemm) and one large enough (32x32: blocked); print the
+# too small for blocked layouts (4x4 outputs: gemm) and one large enough (32x32: blocked); print the
 # kernels per direction and the ISA oneDNN used.
 PROBE = """
 import ctypes, json, sys
@@ -59,7 +59,7 @@ import numpy as np, mindspore as ms
 from mindspore import nn
 ms.set_device("CPU")
 conv = nn.Conv2d(16, 32, 4, stride=2, pad_mode="pad", padding=1)
-for size in (32, 64):
+for size in (8, 64):
     x = ms.Tensor(np.ones((1, 16, size, size), np.float32))
     grads = ms.grad(conv, grad_position=0, weights=conv.trainable_params())(x)
     grads[0].asnumpy(), grads[1][0].asnumpy()  # ops run asynchronously: wait for both

@@ -16,7 +16,10 @@
  *    layers (few positions, large weights) stay on gemm, as does a backward-data that writes fewer than
  *    BLOCKED_MIN_CHANNELS channels (padded to 16 in blocked layouts). Measured per layer on the full
  *    step with `python -m pix2pix.tools.bench --profile 3 --variants fast,gemm` (and fast-avx2,gemm-avx2:
- *    every layer above the threshold gains on AVX2 too, and 64 or 256 positions measured no better).
+ *    every layer above the threshold gains on AVX2 too). One difference on AVX2: gemm's backward-data (the
+ *    U-Net's inner transposed convolutions) runs at 70-85 GFLOP/s there (120-150 on AVX-512), so there a
+ *    backward-data runs blocked from AVX2_BACKWARD_DATA_MIN_POSITIONS (2.5-4 % of the step, measured
+ *    side by side in one process; on AVX-512 the same change measured nothing).
  *    PIX2PIX_CPU_FASTPATH=gemm keeps every convolution on gemm.
  *
  * Inference with weights that never change (pix2pix_constant_weights(1) around it): forward convolutions
@@ -36,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { BLOCKED_MIN_POSITIONS = 768, BLOCKED_MIN_CHANNELS = 16 };
+enum { BLOCKED_MIN_POSITIONS = 768, AVX2_BACKWARD_DATA_MIN_POSITIONS = 64, BLOCKED_MIN_CHANNELS = 16 };
 
 /* The oneDNN 3.x C API, as far as used here (values from oneapi/dnnl/dnnl_types.h). */
 typedef int status_t; /* 0 is dnnl_success */
@@ -163,13 +166,21 @@ static int dims4(handle_t md, int64_t out[4]) {
     return 1;
 }
 
+static int avx512(void) { /* oneDNN runs with AVX-512 (its ISA value has the AVX-512 bit) */
+    REAL(dnnl_get_effective_cpu_isa, int, (void));
+    static int on = -1;
+    if (on < 0) on = real_dnnl_get_effective_cpu_isa && (real_dnnl_get_effective_cpu_isa() & 0x20) != 0;
+    return on;
+}
+
 /* Worth a blocked convolution: enough output positions (any number where the weights are constant: no
  * weight reorder per call to amortise), and not a narrow backward-data output. */
 static int worth_blocking(int kind, handle_t src, handle_t dst, int constant) {
     int64_t s[4], d[4];
     if (!blocked_wanted() || !dims4(src, s) || !dims4(dst, d)) return 0;
     if (kind == BACKWARD_DATA && s[1] < BLOCKED_MIN_CHANNELS) return 0;
-    return constant || d[0] * d[2] * d[3] >= BLOCKED_MIN_POSITIONS;
+    int64_t min = kind == BACKWARD_DATA && !avx512() ? AVX2_BACKWARD_DATA_MIN_POSITIONS : BLOCKED_MIN_POSITIONS;
+    return constant || d[0] * d[2] * d[3] >= min;
 }
 
 /* Forward convolutions created while `on` take their weights as constants (see the header). */
