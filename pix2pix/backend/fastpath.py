@@ -281,10 +281,10 @@ def loaded(library: Path) -> bool:
 
 @contextlib.contextmanager
 def constant_weights():
-    """Within it, forward convolutions that are created take their weights as constants: reordered into
-    blocked layouts once, at their first run, and kept (and blocked at any size, as there is no reorder
-    per call to amortise). Only for a network whose weights nothing changes afterwards, and run by nobody
-    else meanwhile: infer.generate.Inference's copy, which owns its weights. Without the fast path: nothing."""
+    """Within it, forward convolutions that this thread creates take their weights as constants: reordered
+    into blocked layouts once, at their first run, and kept (and blocked at any size, as there is no reorder
+    per call to amortise). Only for a network whose weights nothing changes afterwards: infer.generate.
+    Inference's copy, which owns its weights. Without the fast path: nothing."""
     if _library is None:
         yield
         return

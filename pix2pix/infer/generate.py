@@ -49,8 +49,8 @@ class Inference:
     paper mode one image at a time, deterministic mode `batch_size` at a time (None: all at once). A
     generator with layers the copy does not know runs itself, through `generate`.
 
-    Nothing changes the copy's weights and nothing else runs while it does, so its convolutions take
-    their weights as constants (backend.fastpath.constant_weights: reordered for the CPU once, not per call)."""
+    Nothing changes the copy's weights, so its convolutions take them as constants (backend.fastpath.
+    constant_weights: reordered for the CPU once, not per call)."""
 
     def __init__(self, generator: nn.Cell, mode: str = "paper", batch_size: int | None = 1):
         check_choice("mode", mode, VAL_MODES)

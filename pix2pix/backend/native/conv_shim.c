@@ -22,9 +22,9 @@
  *    side by side in one process; on AVX-512 the same change measured nothing).
  *    PIX2PIX_CPU_FASTPATH=gemm keeps every convolution on gemm.
  *
- * Inference with weights that never change (pix2pix_constant_weights(1) around it): forward convolutions
- * created meanwhile reorder their weights into blocked layout once, at their first run, and keep them;
- * with no weight reorder per call, they run blocked at any number of positions.
+ * Inference with weights that never change (pix2pix_constant_weights(1) around it, per thread): forward
+ * convolutions the thread creates meanwhile reorder their weights into blocked layout once, at their first
+ * run, and keep them; with no weight reorder per call, they run blocked at any number of positions.
  *
  * Loaded before MindSpore (pix2pix/backend/fastpath.py: RTLD_GLOBAL, so MindSpore's calls resolve here first);
  * oneDNN itself is found with dlopen(RTLD_NOLOAD) once MindSpore has loaded it. pix2pix_conv_impls(kind)
@@ -97,7 +97,7 @@ typedef struct plan {
 } plan_t;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* guards plans, tallies and the staging arena */
-static volatile int constant_weights; /* set by the caller around inference with weights it never changes */
+static __thread int constant_weights; /* set by the calling thread around inference with weights it never changes */
 static plan_t *plans;
 static char *arena; /* blocked copies during one execution (the largest convolution's) */
 static size_t arena_bytes;
@@ -183,7 +183,7 @@ static int worth_blocking(int kind, handle_t src, handle_t dst, int constant) {
     return constant || d[0] * d[2] * d[3] >= min;
 }
 
-/* Forward convolutions created while `on` take their weights as constants (see the header). */
+/* Forward convolutions this thread creates while `on` take their weights as constants (see the header). */
 void pix2pix_constant_weights(int on) { constant_weights = on; }
 
 /* oneDNN's effective ISA (after any ONEDNN_MAX_CPU_ISA cap), named as that variable's values. */
