@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import math
 import os
@@ -330,18 +331,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.compare and not args.reference.is_file():
         sys.exit(f"error: --reference {args.reference}: no such file (the reference's bench_torch.py)")
-    caps = sorted({VARIANTS[v][1] for v in variants}, key=str) if args.compare else []  # a reference per ISA
-    names = [f"ours ({v})" for v in variants] + [reference_name(cap) for cap in caps]
+    runners = {f"ours ({v})": functools.partial(run_ours, v, args) for v in variants}
+    if args.compare:  # a reference under each ISA cap of ours
+        caps = sorted({VARIANTS[v][1] for v in variants}, key=str)
+        runners |= {reference_name(cap): functools.partial(run_reference, args, cap) for cap in caps}
+    names = list(runners)
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for round_ in range(args.rounds):
         order = names if round_ % 2 == 0 else names[::-1]  # alternate who goes first
         for name in order:
             print(f"round {round_ + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
-            variant = variant_of(name)
-            if variant:
-                runs[name].append(run_ours(variant, args))
-            else:
-                runs[name].append(run_reference(args, next(c for c in caps if reference_name(c) == name)))
+            runs[name].append(runners[name]())
     results = [summary(name, runs[name], args.batch) for name in names]
     print_table(results, args)
     if args.out:
