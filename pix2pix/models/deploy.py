@@ -126,9 +126,8 @@ def conv_copy(cell: nn.Conv2d | nn.Conv2dTranspose, norm: nn.Cell | None = None)
         weight = weight * (scale[None, :, None, None] if transposed else scale[:, None, None, None])
         bias = shift if bias is None else bias * scale + shift
     if transposed and is_phase_decomposable(cell):
-        return (SubPixelConvTranspose if cell.out_channels <= SUBPIXEL_MAX_CHANNELS else PhaseConvTranspose)(
-            weight, bias
-        )
+        form = SubPixelConvTranspose if cell.out_channels <= SUBPIXEL_MAX_CHANNELS else PhaseConvTranspose
+        return form(weight, bias)
     kind = nn.Conv2dTranspose if transposed else nn.Conv2d
     extra = {"output_padding": cell.output_padding} if transposed else {}
     return kind(

@@ -198,7 +198,7 @@ def test_blocked_convolutions_compute_what_oneDNNs_own_path_does(tmp_path, cap):
 # A convolution too small for blocked layouts (8x8 outputs), run twice under constant_weights with its weight changed
 # in between, and an equal one outside it. Graph mode: each Cell's convolution primitive is made once.
 CONSTANT_WEIGHTS = """
-import json, sys
+import contextlib, json, sys
 import numpy as np
 from pix2pix.backend import fastpath
 fastpath.enable()
@@ -212,7 +212,7 @@ weight = rng.normal(0, 0.05, (32, 32, 4, 4)).astype(np.float32)
 outputs = {}
 for kind in ("constant", "plain"):
     conv = nn.Conv2d(32, 32, 4, stride=2, pad_mode="pad", padding=1, weight_init=ms.Tensor(weight))
-    with fastpath.constant_weights() if kind == "constant" else fastpath.contextlib.nullcontext():
+    with fastpath.constant_weights() if kind == "constant" else contextlib.nullcontext():
         first = conv(x).asnumpy()
         conv.weight.set_data(ms.Tensor(2 * weight))
         outputs[kind] = (first, conv(x).asnumpy())
